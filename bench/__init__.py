@@ -1,0 +1,1 @@
+"""Benchmarks behind BENCHMARKS.md; each script prints its figures and how to rerun it."""

@@ -1,0 +1,66 @@
+"""The ``newsletter`` command: assembles each domain folder's command group.
+
+Errors a user can cause end as one line on stderr and exit status 1; usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from newsletter import runtime
+from newsletter.errors import NewsletterError
+from subscribers.cli import app as subscribers_app
+
+app = typer.Typer(
+    name="newsletter",
+    help="A self-hosted newsletter: signup, sequences, campaigns and previews.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(subscribers_app, name="subscribers")
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations (also done on every start)."""
+    runtime.database()
+    typer.echo("database is up to date")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Run the web app, the scheduler and the sender in one process."""
+    from newsletter.server import serve as run_server
+
+    run_server(runtime.settings(), host=host, port=port)
+
+
+def main() -> None:
+    """Entry point of the ``newsletter`` console script."""
+    runtime.reset()
+    try:
+        result = app(standalone_mode=False)
+    except click.exceptions.Abort:
+        stderr.print("aborted")
+        sys.exit(1)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except NewsletterError as error:
+        stderr.print(f"error: {error.message}", markup=False)
+        sys.exit(1)
+    finally:
+        runtime.reset()
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,50 @@
+"""The process-wide settings and database, read and opened once, on first use.
+
+Domain folders reach the store through ``session()``; the web app carries its own ``Database``
+(built by ``create_app``) so that tests can run several apps side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.orm import Session
+
+from newsletter.db import Database, open_database
+from newsletter.settings import Settings, load_settings
+
+_settings: Settings | None = None
+_database: Database | None = None
+
+
+def settings() -> Settings:
+    """The settings of this process, read from the environment and ``newsletter.toml``."""
+    global _settings
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
+
+
+def database() -> Database:
+    """The database of this process, migrated on first use."""
+    global _database
+    if _database is None:
+        _database = open_database(settings())
+    return _database
+
+
+@contextmanager
+def session() -> Iterator[Session]:
+    """A session on the process's database that commits on success."""
+    with database().session() as active:
+        yield active
+
+
+def reset() -> None:
+    """Forget the settings and close the database, so the next use reads them anew."""
+    global _settings, _database
+    if _database is not None:
+        _database.dispose()
+    _settings = None
+    _database = None
