@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session
 
 from newsletter.db import Database, open_database
 from newsletter.settings import Settings, load_settings
+from subscribers.events import SubscriberEvents
 
 _settings: Settings | None = None
 _database: Database | None = None
+_events: SubscriberEvents | None = None
 
 
 def settings() -> Settings:
@@ -41,10 +43,23 @@ def session() -> Iterator[Session]:
         yield active
 
 
+def subscriber_events() -> SubscriberEvents:
+    """The shell's implementation of the store's hook: renders and sends what readers need."""
+    global _events
+    if _events is None:
+        from newsletter.mailer import Mailer
+
+        _events = Mailer(settings(), database())
+    return _events
+
+
 def reset() -> None:
     """Forget the settings and close the database, so the next use reads them anew."""
-    global _settings, _database
+    global _settings, _database, _events
+    if _events is not None and hasattr(_events, "close"):
+        _events.close()
     if _database is not None:
         _database.dispose()
     _settings = None
     _database = None
+    _events = None
