@@ -2,31 +2,88 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from newsletter.db import Database, open_database
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings
+from scheduler.web import create_inbox_router
+from subscribers.events import SubscriberEvents
+from subscribers.web import create_router as create_subscriber_router
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
-def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
-    """The web app for ``settings``; opens (and migrates) the database unless one is given."""
+def create_app(
+    settings: Settings,
+    database: Database | None = None,
+    events: SubscriberEvents | None = None,
+) -> FastAPI:
+    """The web app for ``settings``.
+
+    Opens (and migrates) the database unless one is given; ``events`` receives what readers do
+    (the shell's mailer unless a test passes its own).
+    """
     database = database or open_database(settings)
-    app = FastAPI(title="Newsletter", version="0.1.0", docs_url=None, redoc_url=None)
+    if events is None:
+        from newsletter.mailer import Mailer
+
+        events = Mailer(settings, database)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+    app = FastAPI(
+        title="Newsletter", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan
+    )
     app.state.settings = settings
     app.state.database = database
     app.state.secret_key = database.secret_key(settings)
+    app.state.subscriber_events = events
+
+    app.include_router(create_subscriber_router(settings))
+    if settings.uses_capture_inbox:
+        app.include_router(create_inbox_router(database, settings.capture_port))
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/subscribe", status_code=307)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
+        """Answers 200 when the database answers."""
         with database.session() as session:
             session.execute(text("SELECT 1"))
         return {"status": "ok"}
 
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
     @app.exception_handler(NewsletterError)
     async def newsletter_error(_request: Request, error: NewsletterError) -> JSONResponse:
         return JSONResponse({"error": error.message}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": error.detail}, status_code=error.status_code, headers=error.headers
+        )
 
     return app

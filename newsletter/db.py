@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator
 
 from newsletter.settings import Settings
@@ -69,6 +70,13 @@ class InstanceSecret(Base):
     value: Mapped[str] = mapped_column(String(256))
 
 
+def insert_or_ignore(session: Session, table: Any) -> Any:
+    """An INSERT for ``table`` that can add ``.on_conflict_do_nothing()`` on either database."""
+    if session.get_bind().dialect.name == "postgresql":
+        return pg_insert(table)
+    return sqlite_insert(table)
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC."""
     return datetime.now(UTC)
@@ -115,10 +123,9 @@ class Database:
         if settings.secret_key:
             return settings.secret_key
         with self.session() as session:
-            insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
             candidate = secrets.token_urlsafe(48)
             session.execute(
-                insert(InstanceSecret)
+                insert_or_ignore(session, InstanceSecret)
                 .values(name="secret_key", value=candidate)
                 .on_conflict_do_nothing(index_elements=["name"])
             )
@@ -142,7 +149,16 @@ def open_database(settings: Settings) -> Database:
 def _create_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+    # One connection per process: threads then queue on the pool (woken at once) rather than
+    # on SQLite's busy handler, which sleeps up to 100 ms between tries.
+    engine = create_engine(
+        url,
+        connect_args={"timeout": 60, "check_same_thread": False},
+        poolclass=QueuePool,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=120,
+    )
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:

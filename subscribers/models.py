@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 import secrets
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.db import Base, utcnow
@@ -118,3 +118,9 @@ class Suppression(Base):
     address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# The tables themselves, for the hot paths that run plain SQL statements without the ORM.
+subscribers_table = cast(Table, Subscriber.__table__)
+status_changes_table = cast(Table, StatusChange.__table__)
+consents_table = cast(Table, Consent.__table__)

@@ -217,8 +217,8 @@ class LiveServer:
     thread: threading.Thread
 
 
-def start_live_server(app: Any) -> LiveServer:
-    port = free_port()
+def start_live_server(app: Any, port: int | None = None) -> LiveServer:
+    port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -1,0 +1,86 @@
+"""The capture inbox's web view: list, read (HTML, text, headers, raw) and clear."""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from newsletter.db import Database
+from scheduler import capture
+
+PAGES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "pages"),
+    autoescape=select_autoescape(default=True),
+)
+# Captured HTML is untrusted: no scripts, no same-origin access, no forms.
+SANDBOX_CSP = "sandbox; default-src 'none'; img-src data: https: http:; style-src 'unsafe-inline'"
+
+
+def create_inbox_router(database: Database, smtp_port: int) -> APIRouter:
+    router = APIRouter(prefix="/inbox", tags=["capture inbox"], include_in_schema=False)
+
+    def find(message_id: int) -> capture.CapturedMessage:
+        message = capture.get_message(database, message_id)
+        if message is None:
+            raise HTTPException(404, "No such message in the capture inbox.")
+        return message
+
+    @router.get("", response_class=HTMLResponse)
+    def inbox() -> HTMLResponse:
+        messages = capture.list_messages(database)
+        html = PAGES.get_template("inbox.html").render(
+            messages=messages, message=None, smtp_port=smtp_port
+        )
+        return HTMLResponse(html)
+
+    @router.get("/{message_id}", response_class=HTMLResponse)
+    def show(message_id: int) -> HTMLResponse:
+        message = find(message_id)
+        parsed = _parse(message.raw)
+        html = PAGES.get_template("inbox.html").render(
+            message=message,
+            has_html=_part(parsed, "html") is not None,
+            text=_part(parsed, "plain"),
+            headers=list(parsed.items()),
+        )
+        return HTMLResponse(html)
+
+    @router.get("/{message_id}/html", response_class=HTMLResponse)
+    def html_part(message_id: int) -> HTMLResponse:
+        html = _part(_parse(find(message_id).raw), "html") or ""
+        return HTMLResponse(html, headers={"Content-Security-Policy": SANDBOX_CSP})
+
+    @router.get("/{message_id}/raw", response_class=PlainTextResponse)
+    def raw(message_id: int) -> Response:
+        return Response(find(message_id).raw, media_type="text/plain; charset=utf-8")
+
+    @router.post("/clear")
+    def clear(request: Request) -> Response:
+        # A cross-site form must not empty a developer's inbox.
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            raise HTTPException(403, "Clearing the inbox is only allowed from its own page.")
+        capture.clear_messages(database)
+        return RedirectResponse("/inbox", status_code=303)
+
+    return router
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    parsed = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def _part(message: EmailMessage, subtype: str) -> str | None:
+    body = message.get_body(preferencelist=(subtype,))
+    if body is None:
+        return None
+    try:
+        return str(body.get_content())
+    except (LookupError, ValueError):
+        return None
