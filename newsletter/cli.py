@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 from rich.console import Console
 
@@ -51,16 +50,10 @@ def main() -> None:
     """Entry point of the ``newsletter`` console script."""
     runtime.reset()
     try:
-        result = app(standalone_mode=False)
-    except click.exceptions.Abort:
-        stderr.print("aborted")
-        sys.exit(1)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(error.exit_code)
+        # Standalone mode: usage errors exit with 2, and success with 0.
+        app()
     except NewsletterError as error:
         stderr.print(f"error: {error.message}", markup=False)
         sys.exit(1)
     finally:
         runtime.reset()
-    sys.exit(result if isinstance(result, int) else 0)
