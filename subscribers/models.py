@@ -108,6 +108,9 @@ class Consent(Base):
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     consent_text: Mapped[str | None] = mapped_column(Text)
+    # For a confirmation: how long after the email was sent the reader confirmed. Link scanners
+    # answer within seconds; a person rarely does.
+    seconds_after_email: Mapped[float | None]
 
 
 class Suppression(Base):

@@ -32,6 +32,9 @@ CONSENT_TEXT = (
     "Yes, send me the free report “The 7 Core Strategies to Heal the Gut Lining and Manage "
     "Leaky Gut” and the Gut Health Letter by email. I can unsubscribe at any time with one click."
 )
+CONFIRMATION_TEXT = (
+    "Confirmed the subscription on the page that the link in the confirmation email opened."
+)
 # One address gets at most one confirmation email in this window, however often it signs up.
 CONFIRMATION_INTERVAL = timedelta(minutes=10)
 MAX_NAME_LENGTH = 100
@@ -275,6 +278,7 @@ def confirm(
         raise TokenError("This confirmation link is no longer valid. Subscribe again to rejoin.")
     change_status(session, subscriber, Status.CONFIRMED, "confirm", now)
     subscriber.confirmed_at = now
+    sent = subscriber.confirmation_sent_at
     session.add(
         Consent(
             subscriber_id=subscriber.id,
@@ -283,7 +287,8 @@ def confirm(
             form=subscriber.form,
             ip=ip,
             user_agent=(user_agent or "")[:512] or None,
-            consent_text="Confirmed the subscription by following the link in the email.",
+            consent_text=CONFIRMATION_TEXT,
+            seconds_after_email=None if sent is None else (now - sent).total_seconds(),
         )
     )
     return subscriber, True

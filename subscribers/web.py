@@ -206,6 +206,22 @@ def create_router(settings: Settings) -> APIRouter:
         return RedirectResponse("/subscribe/thanks", status_code=303)
 
     @router.get("/confirm/{token}", response_class=HTMLResponse)
+    def confirm_page(token: str, request: Request) -> HTMLResponse:
+        """The page the confirmation link opens; it confirms a person's subscription with a POST.
+
+        A GET changes nothing, so the link scanners of corporate mail systems, which open every
+        link in an email, confirm nobody; a person's browser submits the page's form at once.
+        """
+        database, secret, _events = state(request)
+        try:
+            key = read_token(secret, Purpose.CONFIRM, token)
+            with database.session() as session:
+                flow.subscriber_by_key(session, key)
+        except (TokenError, NotFoundError) as error:
+            return _link_error(error)
+        return page("confirm.html", action=f"/confirm/{token}")
+
+    @router.post("/confirm/{token}", response_class=HTMLResponse)
     def confirm(token: str, request: Request) -> HTMLResponse:
         """Confirm a subscription (double opt-in); the welcome email with the report follows."""
         database, secret, events = state(request)

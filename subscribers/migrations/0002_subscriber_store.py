@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("ip", sa.String(length=64), nullable=True),
         sa.Column("user_agent", sa.String(length=512), nullable=True),
         sa.Column("consent_text", sa.Text(), nullable=True),
+        sa.Column("seconds_after_email", sa.Float(), nullable=True),
         sa.ForeignKeyConstraint(["subscriber_id"], ["subscribers.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )

@@ -51,7 +51,7 @@ def _confirmed_reader(site: Site, email: str) -> tuple[str, str]:
     with site.client() as client:
         client.post("/subscribe", json={"email": email})
         [mail] = site.smtp.wait_for(lambda mails: len(mails) == 1)
-        client.get(links_in(mail, "/confirm/")[0])
+        client.post(links_in(mail, "/confirm/")[0])
     welcome = site.smtp.wait_for(lambda mails: len(mails) == 2)[1]
     return welcome.message["List-Unsubscribe"].strip("<>"), welcome.message["To"]
 
@@ -100,7 +100,7 @@ def test_an_unsubscribe_link_cannot_confirm_anyone(sqlite_site: Site) -> None:
         client.post("/subscribe", json={"email": "pending@example.org"})
         [mail] = sqlite_site.smtp.wait_for(lambda mails: len(mails) == 1)
         unsubscribe_token = mail.message["List-Unsubscribe"].strip("<>").rsplit("/", 1)[1]
-        response = client.get(f"/confirm/{unsubscribe_token}")
+        response = client.post(f"/confirm/{unsubscribe_token}")
     assert response.status_code == 400
     assert sqlite_site.subscriber("pending@example.org").status == Status.PENDING
 

@@ -22,7 +22,10 @@ def test_a_reader_subscribes_confirms_gets_the_report_and_unsubscribes_in_one_cl
         assert site.subscriber("reader@example.org").status == Status.PENDING
         [confirm_link] = links_in(confirmation, "/confirm/")
 
-        confirmed = client.get(confirm_link)
+        # The link opens a page; the person's browser confirms with a POST.
+        assert "Confirm my subscription" in client.get(confirm_link).text
+        assert site.subscriber("reader@example.org").status == Status.PENDING
+        confirmed = client.post(confirm_link)
         assert confirmed.status_code == 200
         assert "You are subscribed" in confirmed.text
         reader = site.subscriber("reader@example.org")
@@ -43,7 +46,7 @@ def test_a_reader_subscribes_confirms_gets_the_report_and_unsubscribes_in_one_cl
         assert site.subscriber("reader@example.org").status == Status.UNSUBSCRIBED
 
         # Following the old links again sends nothing and subscribes nobody.
-        assert client.get(confirm_link).status_code == 400
+        assert client.post(confirm_link).status_code == 400
         client.post(unsubscribe_url, data={"List-Unsubscribe": "One-Click"})
         time.sleep(0.5)
         assert len(site.smtp.messages) == 2
@@ -75,7 +78,7 @@ def test_confirming_records_the_confirmation_as_consent_evidence(site: Site) -> 
     with site.client(headers={"User-Agent": "Person/1.0"}) as client:
         client.post("/subscribe", json={"email": "evidence@example.org"})
         [mail] = site.smtp.wait_for(lambda mails: len(mails) == 1)
-        client.get(links_in(mail, "/confirm/")[0])
+        client.post(links_in(mail, "/confirm/")[0])
     reader = site.subscriber("evidence@example.org")
     with site.database.session() as session:
         from subscribers.models import Subscriber
