@@ -358,10 +358,11 @@ def _check_spam(message: bytes, report: CheckReport, command: str | None) -> Non
         line.strip() for line in rules if re.match(r"^\s*-?\d+\.\d+ [A-Z0-9_]+", line)
     ]
     if report.spam_score > SPAM_LIMIT:
-        hits = [rule for rule in report.spam_rules if not rule.startswith(("-", "0.0"))]
+        hits = [rule.split() for rule in report.spam_rules if not rule.startswith(("-", "0.0"))]
         report.problem(
             "spamassassin",
-            f"score {report.spam_score} is over {SPAM_LIMIT}: " + "; ".join(hits),
+            f"score {report.spam_score} is over {SPAM_LIMIT}: "
+            + ", ".join(f"{hit[1]} ({hit[0]})" for hit in hits),
         )
 
 

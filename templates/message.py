@@ -23,6 +23,7 @@ from templates.compile import Compiled, Parts
 from templates.model import Links, Reader
 
 MAX_LINE = 998
+MAX_NAME = 200  # a display name is cut to this in the To header (the store keeps 200)
 _SAFE_URL = re.compile(r"[!-~]+")  # printable ASCII, no spaces
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -37,7 +38,7 @@ def header(name: str, value: str) -> bytes:
     value = one_line(value)
     if value.isascii() and len(name) + len(value) <= 76:
         return f"{name}: {value}\r\n".encode("ascii")
-    return policy.SMTP.fold(name, value).encode("ascii")
+    return policy.SMTP.header_factory(name, value).fold(policy=policy.SMTP).encode("ascii")
 
 
 def fits(data: bytes) -> bool:
@@ -163,7 +164,7 @@ def assemble(
 ) -> bytes:
     """One reader's complete message: headers, then the text and HTML parts."""
     email = address_of(reader.email)
-    name = one_line(reader.name) if reader.name else ""
+    name = one_line(reader.name)[:MAX_NAME] if reader.name else ""
     to_line = header("To", formataddr((name, email)) if name else email)
     if subject_line is None:
         subject_line = header("Subject", parts.subject)
