@@ -104,6 +104,7 @@ def make_environment(*, html: bool) -> ContentSandbox:
         newline_sequence="\r\n",
         keep_trailing_newline=True,
         auto_reload=False,
+        loader=jinja2.DictLoader({}),  # include/extends/import find nothing
         cache_size=0,
     )
     environment.globals.clear()
