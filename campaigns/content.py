@@ -157,7 +157,10 @@ def parse_campaign(path: Path, name: str | None = None, root: Path | None = None
     if offer_name:
         if not isinstance(offer_name, str):
             raise ContentError(f"{where}: front matter: 'offer' must name a block")
-        offer = load_block(offer_name, root or path.parent)
+        try:
+            offer = load_block(offer_name, root or path.parent)
+        except ContentError as error:
+            raise ContentError(f"{where}: front matter: 'offer': {error.message}") from None
     layout = _string(data, "layout", where) or "article"
     if layout.endswith(".mjml"):
         layout = str((path.parent / layout).resolve())

@@ -178,7 +178,7 @@ def test_a_line_break_in_a_name_or_subject_never_adds_a_header(
     assert message["Bcc"] is None and message["X-Injected"] is None
     assert "\n" not in message["To"] and "\n" not in message["Subject"]
     assert "Bcc: victim@example.com" in message["Subject"]
-    text, html = parts(message)
+    text, _ = parts(message)
     assert "Hello Eve Bcc: victim@example.com." in text
 
 

@@ -42,7 +42,7 @@ def test_reaching_python_internals_is_refused_with_a_clear_error(
     links: Links,
     settings: Settings,
 ) -> None:
-    with pytest.raises(TemplateError, match="test.md") as caught:
+    with pytest.raises(TemplateError, match=r"test\.md") as caught:
         attempt(body, make_content, reader, links, settings)
     assert "not allowed" in caught.value.message or "unknown" in caught.value.message
 
