@@ -55,7 +55,7 @@ class ContentSandbox(ImmutableSandboxedEnvironment):
         allowed = _Fast.fields.get(kind)
         if allowed is not None and attribute in allowed:
             return object.__getattribute__(obj, attribute)
-        if kind is MappingProxyType and attribute in obj and not hasattr(kind, attribute):
+        if kind is MappingProxyType and attribute not in _PROXY_ATTRIBUTES and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
 
@@ -85,6 +85,9 @@ def _finalize(eval_ctx: EvalContext, value: Any) -> Any:
     if printed is not None:
         printed[1] += len(text)
     return text
+
+
+_PROXY_ATTRIBUTES = frozenset(dir(MappingProxyType))
 
 
 class _Fast:
