@@ -10,9 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_render_benchmark_prints_both_paths_and_the_speed_up() -> None:
+    options = ["--readers", "200", "--naive-readers", "5", "--rounds", "1", "--dkim-readers", "0"]
     result = subprocess.run(
-        [sys.executable, "-m", "bench.render", "--readers", "200", "--naive-readers", "5"]
-        + ["--rounds", "1", "--dkim-readers", "0"],
+        [sys.executable, "-m", "bench.render", *options],
         cwd=ROOT,
         capture_output=True,
         text=True,
