@@ -216,10 +216,23 @@ def list_campaigns(root: Path | None = None) -> list[Campaign]:
     return [parse_campaign(path, None, directory) for path in sorted(directory.glob("*.md"))]
 
 
+_system_cache: dict[tuple[str, str], tuple[int, Content]] = {}
+
+
 def system_email(kind: str, root: Path | None = None) -> Content:
     """The system email ``kind``: "confirmation" (with the ``links.confirm`` button), "welcome"
-    (with the free report, ``links.report``) or "unsubscribed"."""
+    (with the free report, ``links.report``) or "unsubscribed". Read once per version of the file,
+    so that a mailer may call this for every reader."""
     if kind not in SYSTEM_KINDS:
         raise NotFoundError(f"system email {kind!r}: expected one of {', '.join(SYSTEM_KINDS)}")
-    directory = (root or CONTENT_DIR) / "system"
-    return parse_campaign(directory / f"{kind}.md", kind, root).content
+    path = (root or CONTENT_DIR) / "system" / f"{kind}.md"
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        raise ContentError(f"system email {kind!r}: no file {path}") from None
+    cached = _system_cache.get((kind, str(path)))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    content = parse_campaign(path, kind, root).content
+    _system_cache[(kind, str(path))] = (stamp, content)
+    return content

@@ -255,3 +255,43 @@ def test_a_dkim_signed_message_verifies_with_dkimpy(
 
     assert dkim.verify(raw, dnsfunc=dns)
     assert not dkim.verify(raw.replace(b"Subject: ", b"Subject: Re: "), dnsfunc=dns)
+
+
+def test_the_web_version_link_appears_only_when_the_caller_gives_one(
+    reader: Reader, settings: Settings, make_content: Callable[..., Content]
+) -> None:
+    with_web = Links(
+        "https://x.example/u", "https://x.example/p", web_version="https://x.example/w"
+    )
+    text, html = parts(
+        parse(render(make_content(), reader, with_web, message_id="<w@x>", settings=settings))
+    )
+    assert 'href="https://x.example/w"' in html and "In your browser: https://x.example/w" in text
+    plain = Links("https://x.example/u", "https://x.example/p")
+    text, html = parts(
+        parse(render(make_content(), reader, plain, message_id="<w@x>", settings=settings))
+    )
+    assert "View this email in your browser" not in html and "In your browser" not in text
+
+
+def test_without_a_report_link_the_offer_is_left_out(reader: Reader, settings: Settings) -> None:
+    no_report = Links("https://x.example/u", "https://x.example/p")
+    text, html = parts(
+        parse(
+            render(
+                email_content("article"), reader, no_report, message_id="<o@x>", settings=settings
+            )
+        )
+    )
+    assert "FREE REPORT" not in text and "FREE REPORT" not in html
+
+
+def test_a_content_sender_overrides_the_setting_and_signs_for_its_domain(
+    reader: Reader, links: Links, settings: Settings, make_content: Callable[..., Content]
+) -> None:
+    content = make_content(sender="Editor <editor@letters.example.com>")
+    message = parse(render(content, reader, links, message_id="<f@x>", settings=settings))
+    assert message["From"] == "Editor <editor@letters.example.com>"
+    assert message["List-Unsubscribe"].endswith(
+        "<mailto:editor@letters.example.com?subject=unsubscribe>"
+    )
