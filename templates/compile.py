@@ -13,7 +13,7 @@ import html
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parseaddr
 from functools import cache
 from pathlib import Path
@@ -87,6 +87,7 @@ class Compiled:
 
 def mjml_text(value: str) -> str:
     """Literal text for an MJML document: HTML-escaped, with braces that Jinja cannot read."""
+    value = _clean(value)
     return html.escape(value, quote=True).replace("{", "&#123;").replace("}", "&#125;")
 
 
@@ -280,9 +281,6 @@ def compile_mjml(source: str) -> tuple[str, str]:
 
 def _check_marketer_text(content: Content) -> None:
     """Compile the marketer's pieces alone, so that a syntax error names their file and line."""
-    for field, value in vars(content).items():
-        if isinstance(value, str) and "\x00" in value:
-            raise TemplateError(f"{content.source}: {field} holds a NUL character")
     compile_template(TEXT_ENV, content.subject, f"{content.source}: subject")
     compile_template(TEXT_ENV, content.preheader, f"{content.source}: preheader")
     compile_template(TEXT_ENV, content.body, content.source, content.body_line)
@@ -308,8 +306,36 @@ def compile_content(content: Content, sender_header: str, postal_address: str) -
     return compiled
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _clean(text: str) -> str:
+    """Text without the control characters MRML cannot parse (tab and line breaks stay)."""
+    return _CONTROL.sub(" ", text) if _CONTROL.search(text) else text
+
+
+def _cleaned(content: Content) -> Content:
+    offer = content.offer
+    if offer is not None:
+        offer = replace(
+            offer,
+            title=_clean(offer.title),
+            body=_clean(offer.body),
+            button_label=_clean(offer.button_label),
+        )
+    return replace(
+        content,
+        subject=_clean(content.subject),
+        preheader=_clean(content.preheader),
+        body=_clean(content.body),
+        offer=offer,
+    )
+
+
 def _compile(content: Content, sender: Sender, postal_address: str) -> Compiled:
+    content = _cleaned(content)  # NUL among them: it separates the parts of the output
     _check_marketer_text(content)
+    postal_address = _clean(postal_address)
     source, protected = assemble(content, sender, postal_address)
     compiled_html, digest = compile_mjml(source)
     html_source = wrap_html(_ascii_html(protected.restore(compiled_html)))
