@@ -30,7 +30,9 @@ names = st.text(
 ) | st.sampled_from(["a\r\nBcc: x@y.org", "\n\n", "=?utf-8?q?x?=", '"quoted" <a@b>', "é\u2028z"])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(name=names, subject=names)
 def test_no_name_or_subject_adds_a_header_and_every_copy_parses_back(
     name: str, subject: str
@@ -68,7 +70,9 @@ bodies = st.text(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(body=bodies)
 def test_any_markdown_body_compiles_and_both_parts_carry_its_words(body: str) -> None:
     content = Content(subject="s", preheader="p", body=body + "\n\nEND-OF-BODY\n")
