@@ -31,7 +31,12 @@ GMAIL_CLIP_BYTES = 102 * 1024
 MAX_SUBJECT = 78
 SPAM_LIMIT = 2.0
 SPAMASSASSIN = "/usr/bin/spamassassin"
-PLACEHOLDERS = re.compile(r"lorem ipsum|dolor sit amet|\bTODO\b|\bTBD\b|\bFIXME\b|\bXXX+\b", re.I)
+PLACEHOLDERS = re.compile(
+    r"lorem ipsum|dolor sit amet|\bTODO\b|\bTBD\b|\bFIXME\b|\bXXX+\b"
+    r"|\*\|[A-Z_]+\|\*|%%\w+%%|\[\[\w+\]\]",  # other tools' merge tags: *|FNAME|*, %%name%%
+    re.I,
+)
+UNRESOLVED = re.compile(r"\{\{.{0,60}?\}\}|\{%.{0,60}?%\}", re.S)
 PLACEHOLDER_DOMAINS = re.compile(r"^https?://([\w-]+\.)*example\.(com|org|net)(/|$)", re.I)
 
 
@@ -317,6 +322,13 @@ def _check_html(
         report.problem(
             f"{content.source} (layout)", "no unsubscribe link in the HTML and text parts"
         )
+    for part, body in (("HTML", html), ("text", text)):
+        leftover = UNRESOLVED.search(body)
+        if leftover:
+            report.problem(
+                _source_line(content, leftover.group(0)),
+                f"unresolved placeholder {leftover.group(0)!r} in the {part} part",
+            )
     address = " ".join(settings.postal_address.split())
     if address and (
         address not in " ".join(unescape(html).split()) or address not in " ".join(text.split())

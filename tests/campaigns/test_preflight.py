@@ -139,6 +139,22 @@ def test_a_broken_copy_is_refused_naming_where_the_problem_is(
     assert where in found[0]
 
 
+@pytest.mark.parametrize(
+    ("leftover", "message"),
+    [
+        ("{% raw %}{{ reader.name }}{% endraw %}", "unresolved placeholder '{{ reader.name }}'"),
+        ("*|FNAME|*", "placeholder text '*|FNAME|*'"),
+        ("%%first_name%%", "placeholder text '%%first_name%%'"),
+    ],
+)
+def test_a_placeholder_left_unresolved_or_from_another_tool_is_refused(
+    broken_copy: Callable[..., Path], settings: Settings, leftover: str, message: str
+) -> None:
+    report = quick_check(broken_copy({"Beyond bone": f"Beyond bone {leftover}"}), settings)
+    assert message in messages(report.problems)
+    assert "broken.md:60" in messages(report.problems)
+
+
 def test_html_over_102_kb_is_refused_because_gmail_clips_it(
     broken_copy: Callable[..., Path], settings: Settings
 ) -> None:
