@@ -40,7 +40,16 @@ def test_campaign_list_shows_each_campaign_with_its_subject(
     result = run("campaign", "list")
     assert result.returncode == 0, result.stderr
     assert "vitamin-k2-bone-health  Vitamin K2 and your bones" in result.stdout
-    listed = json.loads(run("campaign", "list", "--json").stdout)
+
+
+def test_campaign_list_json_is_one_object_for_scripts() -> None:
+    from typer.testing import CliRunner  # in-process: the subprocess path is tested above
+
+    from campaigns.cli import app
+
+    result = CliRunner().invoke(app, ["list", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)
     assert listed["campaigns"][0]["name"] == "vitamin-k2-bone-health"
 
 

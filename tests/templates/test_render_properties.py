@@ -31,7 +31,7 @@ names = st.text(
 
 
 @settings(
-    max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(name=names, subject=names)
 def test_no_name_or_subject_adds_a_header_and_every_copy_parses_back(
@@ -71,7 +71,7 @@ bodies = st.text(
 
 
 @settings(
-    max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(body=bodies)
 def test_any_markdown_body_compiles_and_both_parts_carry_its_words(body: str) -> None:
