@@ -216,3 +216,12 @@ def test_a_template_that_reaches_for_internals_is_a_problem_not_a_crash(
     path = broken_copy({"Beyond bone": "Beyond {{ reader.__class__.__mro__ }}"})
     report = quick_check(path, settings)
     assert "not allowed in a template" in messages(report.problems)
+
+
+def test_bare_content_can_be_checked_too(settings: Settings) -> None:
+    from campaigns import system_email
+
+    for kind in ("confirmation", "welcome", "unsubscribed"):
+        report = check(system_email(kind), settings, spamassassin=None)
+        assert report.ok, messages(report.problems)
+        assert report.name == kind

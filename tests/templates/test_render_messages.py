@@ -295,3 +295,21 @@ def test_a_content_sender_overrides_the_setting_and_signs_for_its_domain(
     assert message["List-Unsubscribe"].endswith(
         "<mailto:editor@letters.example.com?subject=unsubscribe>"
     )
+
+
+def test_a_naive_now_or_a_malformed_message_id_is_refused(
+    reader: Reader, links: Links, settings: Settings, make_content: Callable[..., Content]
+) -> None:
+    with pytest.raises(TemplateError, match="timezone-aware"):
+        render(
+            make_content(),
+            reader,
+            links,
+            message_id="<n@x>",
+            settings=settings,
+            now=datetime(2026, 1, 1),
+        )
+    with pytest.raises(TemplateError, match="Message-ID"):
+        render(make_content(), reader, links, message_id="<a b@x>\r\nBcc: x@y", settings=settings)
+    raw = render(make_content(), reader, links, message_id="bare.1@example.org", settings=settings)
+    assert parse(raw)["Message-ID"] == "<bare.1@example.org>"
