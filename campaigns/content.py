@@ -198,8 +198,23 @@ def parse_campaign(path: Path, name: str | None = None, root: Path | None = None
     )
 
 
+_campaign_cache: dict[Path, tuple[tuple[int, ...], Campaign]] = {}
+
+
+def _stamp(path: Path, directory: Path) -> tuple[int, ...]:
+    """What changes when the campaign file or a block it may use changes."""
+    blocks = directory / "blocks"
+    stamps = [path.stat().st_mtime_ns]
+    if blocks.is_dir():
+        stamps.extend(block.stat().st_mtime_ns for block in sorted(blocks.glob("*.md")))
+    return tuple(stamps)
+
+
 def load_campaign(name: str, root: Path | None = None) -> Campaign:
-    """The campaign ``NAME`` (the file ``NAME.md`` under ``root``, default the shipped content)."""
+    """The campaign ``NAME`` (the file ``NAME.md`` under ``root``, default the shipped content).
+
+    Read once per version of its file (and of the blocks), so that a sender may call this for
+    every reader."""
     directory = root or CONTENT_DIR
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise NotFoundError(f"campaign {name!r}: not a campaign name")
@@ -207,7 +222,13 @@ def load_campaign(name: str, root: Path | None = None) -> Campaign:
     if not path.is_file():
         known = ", ".join(campaign.name for campaign in list_campaigns(directory)) or "none"
         raise NotFoundError(f"campaign {name!r}: no file {path} (campaigns: {known})")
-    return parse_campaign(path, name, directory)
+    stamp = _stamp(path, directory)
+    cached = _campaign_cache.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    campaign = parse_campaign(path, name, directory)
+    _campaign_cache[path] = (stamp, campaign)
+    return campaign
 
 
 def list_campaigns(root: Path | None = None) -> list[Campaign]:

@@ -103,3 +103,16 @@ def test_a_malformed_campaign_file_is_a_content_error_naming_the_file(
     with pytest.raises(ContentError, match=message) as caught:
         load_campaign("bad", tmp_path)
     assert "bad.md" in caught.value.message
+
+
+def test_a_campaign_is_read_once_per_version_of_its_file(content_dir: Path) -> None:
+    import os
+
+    first = load_campaign("vitamin-k2-bone-health", content_dir)
+    assert load_campaign("vitamin-k2-bone-health", content_dir) is first
+    path = content_dir / "vitamin-k2-bone-health.md"
+    path.write_text(path.read_text(encoding="utf-8").replace("Hi {{", "Hello {{"), encoding="utf-8")
+    later = path.stat().st_mtime_ns + 1_000_000_000
+    os.utime(path, ns=(later, later))
+    changed = load_campaign("vitamin-k2-bone-health", content_dir)
+    assert changed is not first and changed.content.body.startswith("Hello")
