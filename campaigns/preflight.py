@@ -132,7 +132,8 @@ def check(
             content,
             sample_reader(content),
             links,
-            message_id=f"<preflight.{name}@{settings.sender_address.rpartition('@')[2]}>",
+            message_id=f"<preflight.{re.sub(r'[^A-Za-z0-9.-]', '-', name)}@"
+            f"{settings.sender_address.rpartition('@')[2]}>",
             settings=settings,
             now=datetime.now(UTC).replace(microsecond=0),
         )

@@ -11,6 +11,7 @@ import pytest
 from campaigns import CheckReport, check, load_campaign
 from campaigns.content import parse_campaign
 from newsletter.settings import Settings
+from templates import Content
 
 ARTICLE = "vitamin-k2-bone-health"
 RELAY = "smtp://relay.example.org:587"
@@ -225,3 +226,6 @@ def test_bare_content_can_be_checked_too(settings: Settings) -> None:
         report = check(system_email(kind), settings, spamassassin=None)
         assert report.ok, messages(report.problems)
         assert report.name == kind
+    bare = Content(subject="Hello", preheader="A short note", body="Hi {{ reader.name }}.\n")
+    report = check(bare, settings, spamassassin=None)
+    assert report.ok, messages(report.problems)
