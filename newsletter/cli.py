@@ -10,6 +10,7 @@ import sys
 import typer
 from rich.console import Console
 
+from campaigns.cli import app as campaign_app
 from newsletter import runtime
 from newsletter.errors import NewsletterError
 from subscribers.cli import app as subscribers_app
@@ -24,6 +25,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(campaign_app, name="campaign")
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 

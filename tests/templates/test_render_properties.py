@@ -1,0 +1,84 @@
+"""Properties of render() over arbitrary names and subjects (hypothesis)."""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from newsletter.settings import Settings
+from templates import Content, Links, Reader, render
+
+SETTINGS = Settings(sender="Gut Health Letter <news@example.org>", base_url="https://n.example.org")
+LINKS = Links("https://n.example.org/unsubscribe/t", "https://n.example.org/preferences/t")
+EXPECTED_HEADERS = {
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "list-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "mime-version",
+    "content-type",
+}
+names = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80
+) | st.sampled_from(["a\r\nBcc: x@y.org", "\n\n", "=?utf-8?q?x?=", '"quoted" <a@b>', "é\u2028z"])
+
+
+@settings(
+    max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(name=names, subject=names)
+def test_no_name_or_subject_adds_a_header_and_every_copy_parses_back(
+    name: str, subject: str
+) -> None:
+    content = Content(
+        subject="{{ reader.name }} " + subject.replace("{", "(").replace("}", ")"),
+        preheader="p",
+        body="Hello {{ reader.name }}.\n",
+    )
+    raw = render(
+        content, Reader("r@example.org", name or None), LINKS, message_id="<p@x>", settings=SETTINGS
+    )
+    assert raw.isascii()
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    message = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    assert {key.lower() for key in message} == EXPECTED_HEADERS
+    assert not message.defects
+    assert message["To"].addresses[0].addr_spec == "r@example.org"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    again = render(
+        content,
+        Reader("r@example.org", name or None),
+        LINKS,
+        message_id="<p@x>",
+        settings=SETTINGS,
+        now=None,
+    )
+    assert again.split(b"Date:")[0] == raw.split(b"Date:")[0]
+
+
+bodies = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="{}"),
+    max_size=300,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(body=bodies)
+def test_any_markdown_body_compiles_and_both_parts_carry_its_words(body: str) -> None:
+    content = Content(subject="s", preheader="p", body=body + "\n\nEND-OF-BODY\n")
+    raw = render(content, Reader("r@example.org"), LINKS, message_id="<b@x>", settings=SETTINGS)
+    message = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    text, html = (message.get_body((kind,)) for kind in ("plain", "html"))
+    assert text is not None and html is not None
+    assert "END-OF-BODY" in text.get_content() and "END-OF-BODY" in html.get_content()
