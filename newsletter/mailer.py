@@ -10,14 +10,15 @@ import logging
 import queue
 import smtplib
 import threading
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import make_msgid
 from urllib.parse import unquote, urlsplit
 
-from newsletter.db import Database, utcnow
+from campaigns import system_email
+from newsletter.db import Database
 from newsletter.settings import Settings
 from subscribers.models import Subscriber
 from subscribers.tokens import Purpose, signed_url
+from templates import Links, Reader, render
 
 log = logging.getLogger("newsletter.mailer")
 SEND_ATTEMPTS = 3
@@ -70,13 +71,14 @@ class Mailer:
         connection: smtplib.SMTP | None = None
         while (job := self.jobs.get()) is not None:
             kind, subscriber_id = job
-            message = self._build(kind, subscriber_id)
-            if message is None:
+            prepared = self._build(kind, subscriber_id)
+            if prepared is None:
                 continue
+            recipient, raw = prepared
             for attempt in range(1, SEND_ATTEMPTS + 1):
                 try:
                     connection = connection or open_smtp(self.settings)
-                    connection.send_message(message)
+                    connection.sendmail(self.settings.sender_address, [recipient], raw)
                     log.info("sent system email kind=%s subscriber=%s", kind, subscriber_id)
                     break
                 except (smtplib.SMTPException, OSError) as error:
@@ -92,40 +94,35 @@ class Mailer:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 connection.quit()
 
-    def _build(self, kind: str, subscriber_id: int) -> EmailMessage | None:
+    def _build(self, kind: str, subscriber_id: int) -> tuple[str, bytes] | None:
         with self.database.session() as session:
             subscriber = session.get(Subscriber, subscriber_id)
             if subscriber is None:
                 return None
-            return self._system_email(kind, subscriber)
+            return subscriber.email, self._system_email(kind, subscriber)
 
-    def _system_email(self, kind: str, subscriber: Subscriber) -> EmailMessage:
+    def _system_email(self, kind: str, subscriber: Subscriber) -> bytes:
         def link(purpose: Purpose) -> str:
             return signed_url(self.settings.base_url, self.secret_key, purpose, subscriber.key)
 
-        greeting = f"Hello {subscriber.name}," if subscriber.name else "Hello,"
-        if kind == "confirmation":
-            subject = "Confirm your subscription to get your free report"
-            body = (
-                f"{greeting}\n\nPlease confirm your subscription to the Gut Health Letter:\n\n"
-                f"{link(Purpose.CONFIRM)}\n\nIf you did not ask for this, ignore this email.\n"
-            )
-        else:
-            subject = "Your free report: The 7 Core Strategies to Heal the Gut Lining"
-            body = (
-                f"{greeting}\n\nThank you for confirming. Download your report here:\n\n"
-                f"{link(Purpose.REPORT)}\n"
-            )
-        message = EmailMessage()
-        message["From"] = self.settings.sender
-        message["To"] = subscriber.email
-        message["Subject"] = subject
-        message["Date"] = format_datetime(utcnow())
-        message["Message-ID"] = make_msgid(domain=self.settings.sender_address.split("@")[-1])
-        message["List-Unsubscribe"] = f"<{link(Purpose.UNSUBSCRIBE)}>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        message.set_content(
-            body + f"\n--\n{self.settings.postal_address}\n"
-            f"Unsubscribe: {link(Purpose.UNSUBSCRIBE)}\n"
+        reader = Reader(
+            email=subscriber.email,
+            name=subscriber.name,
+            attributes=dict(subscriber.attributes or {}),
+            tags=tuple(subscriber.tag_names),
+            timezone=subscriber.timezone,
         )
-        return message
+        links = Links(
+            unsubscribe=link(Purpose.UNSUBSCRIBE),
+            preferences=link(Purpose.PREFERENCES),
+            report=link(Purpose.REPORT),
+            confirm=link(Purpose.CONFIRM),
+        )
+        domain = self.settings.sender_address.rsplit("@", 1)[-1]
+        return render(
+            system_email(kind),
+            reader,
+            links,
+            message_id=make_msgid(domain=domain),
+            settings=self.settings,
+        )

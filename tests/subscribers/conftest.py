@@ -93,3 +93,10 @@ def sqlite_site(make_settings: Callable[..., Settings], smtp_server: SmtpServer)
     yield running
     stop_live_server(running.live)
     running.database.dispose()
+
+
+def unsubscribe_url(mail: ReceivedMail) -> str:
+    """The https (or, locally, http) one-click URL from the List-Unsubscribe header."""
+    header = str(mail.message["List-Unsubscribe"])
+    urls = [part.strip().strip("<>") for part in header.split(",")]
+    return next(url for url in urls if url.startswith("http"))
