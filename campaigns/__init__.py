@@ -14,6 +14,14 @@ from campaigns.content import (
     system_email,
 )
 from campaigns.preflight import CheckReport, Finding, check, sample_links, sample_reader
+from campaigns.sequence import (
+    SendWindow,
+    Sequence,
+    Step,
+    list_sequences,
+    load_sequence,
+    parse_sequence,
+)
 
 __all__ = [
     "CONTENT_DIR",
@@ -21,10 +29,16 @@ __all__ = [
     "CheckReport",
     "Correction",
     "Finding",
+    "SendWindow",
+    "Sequence",
+    "Step",
     "check",
     "list_campaigns",
+    "list_sequences",
     "load_block",
     "load_campaign",
+    "load_sequence",
+    "parse_sequence",
     "sample_links",
     "sample_reader",
     "system_email",
