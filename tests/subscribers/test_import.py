@@ -211,7 +211,7 @@ def test_a_file_without_a_usable_header_is_refused_before_anything_is_stored(
 
 
 def test_a_missing_file_is_named_in_the_error(sqlite_database: Database, tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="no-such.csv: no such file"):
+    with pytest.raises(ValidationError, match=r"no-such\.csv: no such file"):
         import_csv(tmp_path / "no-such.csv", "confirmed", database=sqlite_database)
 
 
