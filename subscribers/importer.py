@@ -23,18 +23,21 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
+import queue
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from sqlalchemy import (
     Connection,
+    Dialect,
     Executable,
     Integer,
     Select,
@@ -64,6 +67,9 @@ from subscribers.models import (
 
 # Rows validated and written together; bounded so that memory stays flat whatever the file size.
 CHUNK_ROWS = 2_000
+# Files at least this large are parsed in a forked process while this one writes (2 cores).
+PARALLEL_MIN_BYTES = 4_000_000
+CHILD_QUEUE_CHUNKS = 8
 # SQLite's page cache while an import writes (KiB), so that index pages stay in memory.
 SQLITE_CACHE_KIB = 256 * 1024
 # Column names (compared without case or surrounding spaces) that map to the reader's own fields.
@@ -385,18 +391,6 @@ class _Writer:
             f"INSERT INTO {SubscriberTag.__tablename__} (subscriber_id, tag) "
             f"VALUES ({marker}, {marker})"
         )
-        # The driver's form of this import's constant values, converted once.
-        to_driver = Subscriber.__table__.c.created_at.type.bind_processor(dialect)
-        now = to_driver(batch.now) if to_driver else batch.now
-        confirmed = batch.status is Status.CONFIRMED
-        self.constants = (
-            batch.status.value,
-            batch.form,
-            now,
-            now,
-            now if confirmed else None,
-            None if confirmed else now,
-        )
         if dialect.name == "sqlite":
             # A larger page cache for this connection while it writes: index pages stay in memory.
             connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
@@ -408,53 +402,29 @@ class _Writer:
         )
         self.statements = _Statements(batch)
 
-    def write(self, rows: dict[str, _Row], summary: ImportSummary) -> None:
+    def write(self, chunk: _Chunk, summary: ImportSummary) -> None:
+        """Insert the chunk's new readers with their history, consent and tags."""
+        readers, tags = chunk.readers, chunk.tags
         if self.check_suppressions:
-            rows = self._drop_suppressed(rows, summary)
-        if not rows:
+            readers, tags = self._drop_suppressed(readers, tags, summary)
+        if not readers:
             return
         connection = self.connection
-        status, form, created_at, changed_at, confirmed_at, sent_at = self.constants
-        token = secrets.token_urlsafe
-        dumps = json.dumps
-        connection.exec_driver_sql(
-            self.insert_readers,
-            [
-                (
-                    email,
-                    token(16),
-                    row.name,
-                    status,
-                    dumps(row.attributes) if row.attributes else "{}",
-                    row.timezone,
-                    form,
-                    created_at,
-                    changed_at,
-                    confirmed_at,
-                    sent_at,
-                )
-                for email, row in rows.items()
-            ],
-        )
+        connection.exec_driver_sql(self.insert_readers, readers)
         since = {"watermark": self.watermark}
         created: dict[str, int] = {
             email: id_ for email, id_ in connection.execute(self.statements.created, since)
         }
         summary.imported += len(created)
-        if len(created) < len(rows):
-            self._count_present([email for email in rows if email not in created], summary)
+        if len(created) < len(readers):
+            self._count_present([r[0] for r in readers if r[0] not in created], summary)
         if not created:
             return
         for statement in self.statements.dependants:
             connection.execute(statement, since)
-        tags = [
-            (created[email], tag)
-            for email, row in rows.items()
-            if email in created
-            for tag in row.tags
-        ]
-        if tags:
-            connection.exec_driver_sql(self.insert_tags, tags)
+        new_tags = [(created[email], tag) for email, tag in tags if email in created]
+        if new_tags:
+            connection.exec_driver_sql(self.insert_tags, new_tags)
         if self.keep_new_ids:
             summary.new_ids.extend(sorted(created.values()))
         self.watermark = max(self.watermark, *created.values())
@@ -479,16 +449,21 @@ class _Writer:
                 if status in SUPPRESSED_STATUSES:
                     summary.left_unsubscribed += 1
 
-    def _drop_suppressed(self, rows: dict[str, _Row], summary: ImportSummary) -> dict[str, _Row]:
-        by_hash = {address_hash(email): email for email in rows}
+    def _drop_suppressed(
+        self, readers: list[tuple[Any, ...]], tags: list[tuple[str, str]], summary: ImportSummary
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]]]:
+        by_hash = {address_hash(reader[0]): reader[0] for reader in readers}
         erased = self.connection.scalars(
             select(Suppression.address_hash).where(Suppression.address_hash.in_(list(by_hash)))
         ).all()
         if not erased:
-            return rows
+            return readers, tags
         summary.suppressed += len(erased)
         dropped = {by_hash[hash_] for hash_ in erased}
-        return {email: row for email, row in rows.items() if email not in dropped}
+        return (
+            [reader for reader in readers if reader[0] not in dropped],
+            [tag for tag in tags if tag[0] not in dropped],
+        )
 
 
 class _Statements:
@@ -525,12 +500,161 @@ class _Statements:
             )
 
 
+# ---------------------------------------------------------------- parsing, here or in a child
+
+
+@dataclass
+class _Chunk:
+    """A stretch of the file, parsed: readers ready for the driver, their tags, the bad rows."""
+
+    readers: list[tuple[Any, ...]] = field(default_factory=list)  # in _READER_COLUMNS order
+    tags: list[tuple[str, str]] = field(default_factory=list)  # (email, tag)
+    bad: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # (line, errors)
+    repeated: int = 0  # rows repeating an address earlier in this chunk
+    bytes_read: int = 0
+
+
+def reader_constants(batch: _Batch, dialect: Dialect) -> tuple[Any, ...]:
+    """The driver's form of what every new reader of this import shares, converted once."""
+    to_driver = Subscriber.__table__.c.created_at.type.bind_processor(dialect)
+    now = to_driver(batch.now) if to_driver else batch.now
+    confirmed = batch.status is Status.CONFIRMED
+    return (
+        batch.status.value,
+        batch.form,
+        now,
+        now,
+        now if confirmed else None,
+        None if confirmed else now,
+    )
+
+
+def _read_header(path: Path) -> _Columns:
+    """The file's columns; raises ``ValidationError`` when the file or its header is unusable."""
+    try:
+        with path.open("rb") as stream:
+            header = next(_records(_Lines(stream)), None)
+    except FileNotFoundError:
+        raise ValidationError({"file": f"{path}: no such file"}) from None
+    except IsADirectoryError:
+        raise ValidationError({"file": f"{path}: is a directory, not a CSV file"}) from None
+    except OSError as error:
+        raise ValidationError({"file": f"{path}: cannot be read ({error.strerror})"}) from None
+    if header is None or header[1] is None:
+        problem = "is empty" if header is None else "does not start with a readable header"
+        raise ValidationError({"file": f"{path.name}: {problem}; expected a CSV header"})
+    return _columns(header[1], path)
+
+
+def _parse_file(
+    path: Path, columns: _Columns, constants: tuple[Any, ...], chunk_rows: int
+) -> Iterator[_Chunk]:
+    """The file after its header, in chunks of at most ``chunk_rows`` distinct addresses."""
+    status, form, created_at, changed_at, confirmed_at, sent_at = constants
+    token = secrets.token_urlsafe
+    dumps = json.dumps
+    reader = _RowReader(columns)
+    with path.open("rb") as stream:
+        lines = _Lines(stream)
+        records = _records(lines)
+        next(records, None)  # the header, read and checked already
+        chunk, seen = _Chunk(), set()
+        for line, record in records:
+            if record is None:
+                chunk.bad.append((line, {"row": "is not valid UTF-8 CSV; save it as CSV UTF-8"}))
+                continue
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # a blank line
+            try:
+                row = reader.parse(line, record)
+            except ImportRowError as error:
+                chunk.bad.append((line, error.errors))
+                continue
+            email = row.email
+            if email in seen:
+                chunk.repeated += 1
+                continue
+            seen.add(email)
+            chunk.readers.append(
+                (
+                    email,
+                    token(16),
+                    row.name,
+                    status,
+                    dumps(row.attributes) if row.attributes else "{}",
+                    row.timezone,
+                    form,
+                    created_at,
+                    changed_at,
+                    confirmed_at,
+                    sent_at,
+                )
+            )
+            if row.tags:
+                chunk.tags.extend((email, tag) for tag in row.tags)
+            if len(chunk.readers) >= chunk_rows:
+                chunk.bytes_read = lines.bytes_read
+                yield chunk
+                chunk, seen = _Chunk(), set()
+        chunk.bytes_read = lines.bytes_read
+        yield chunk
+
+
+def _parse_in_child(
+    path: Path, columns: _Columns, constants: tuple[Any, ...], chunk_rows: int
+) -> Iterator[_Chunk]:
+    """``_parse_file`` run in a forked process, so that parsing overlaps with writing."""
+    context = multiprocessing.get_context("fork")
+    chunks: multiprocessing.Queue[_Chunk | str | None] = context.Queue(maxsize=CHILD_QUEUE_CHUNKS)
+    child = context.Process(
+        target=_child_main,
+        args=(chunks, path, columns, constants, chunk_rows),
+        name="newsletter-import-reader",
+        daemon=True,
+    )
+    child.start()
+    try:
+        while True:
+            try:
+                item = chunks.get(timeout=1)
+            except queue.Empty:
+                if not child.is_alive():
+                    raise ValidationError(
+                        {"file": f"{path.name}: the reader process stopped unexpectedly"}
+                    ) from None
+                continue
+            if item is None:
+                return
+            if isinstance(item, str):
+                raise ValidationError({"file": f"{path.name}: {item}"})
+            yield item
+    finally:
+        if child.is_alive():
+            child.terminate()
+        child.join()
+
+
+def _child_main(
+    chunks: multiprocessing.Queue[_Chunk | str | None],
+    path: Path,
+    columns: _Columns,
+    constants: tuple[Any, ...],
+    chunk_rows: int,
+) -> None:
+    try:
+        for chunk in _parse_file(path, columns, constants, chunk_rows):
+            chunks.put(chunk)
+        chunks.put(None)
+    except OSError as error:
+        chunks.put(f"cannot be read ({error.strerror or error})")
+
+
 # ---------------------------------------------------------------- the import
 
 
 def import_csv(
     path: Path,
-    status: Status | str,
+    status: Status | str | None,
     *,
     database: Database,
     events: SubscriberEvents | None = None,
@@ -544,48 +668,57 @@ def import_csv(
     file name, or ``source``); ``pending`` asks ``events`` for one confirmation email per new
     reader, after the commit. Bad rows are passed to ``on_bad_row`` (and the first
     ``MAX_KEPT_ERRORS`` kept in the summary); ``on_progress(bytes_read, total_bytes)`` is called
-    after each chunk. Raises ``ValidationError`` before storing anything when the file cannot be
-    read or its header has no email column.
+    after each chunk. Raises ``ValidationError``, before storing anything, when the status is not
+    given, the file cannot be read or its header has no email column. A large file is parsed in
+    a forked process while this one writes.
     """
     status = import_status(status)
     if status is Status.PENDING and events is None:
         raise ValueError("a pending import needs the events hook to send confirmations")
+    columns = _read_header(path)
+    total = path.stat().st_size
     form = (source or path.name)[:MAX_SOURCE_LENGTH]
-    try:
-        stream = path.open("rb")
-        total = path.stat().st_size
-    except FileNotFoundError:
-        raise ValidationError({"file": f"{path}: no such file"}) from None
-    except IsADirectoryError:
-        raise ValidationError({"file": f"{path}: is a directory, not a CSV file"}) from None
-    except OSError as error:
-        raise ValidationError({"file": f"{path}: cannot be read ({error.strerror})"}) from None
+    batch = _Batch(
+        status,
+        form,
+        utcnow(),
+        f"Imported from {form}; the marketer stated that these readers had consented.",
+    )
+    constants = reader_constants(batch, database.engine.dialect)
+    parallel = total >= PARALLEL_MIN_BYTES and "fork" in multiprocessing.get_all_start_methods()
+    parse = _parse_in_child if parallel else _parse_file
     summary = ImportSummary()
-    with stream:
-        lines = _Lines(stream)
-        records = _records(lines)
-        header = next(records, None)
-        if header is None or header[1] is None:
-            problem = "is empty" if header is None else "does not start with a readable header"
-            raise ValidationError({"file": f"{path.name}: {problem}; expected a CSV header"})
-        reader = _RowReader(_columns(header[1], path))
-        batch = _Batch(
-            status,
-            form,
-            utcnow(),
-            f"Imported from {form}; the marketer stated that these readers had consented.",
-        )
+    chunks = parse(path, columns, constants, CHUNK_ROWS)
+    try:
         with database.engine.begin() as connection:
             writer = _Writer(connection, batch, keep_new_ids=status is Status.PENDING)
-            for chunk in _chunks(records, reader, summary, on_bad_row):
+            for chunk in chunks:
+                _count_bad_rows(chunk, summary, on_bad_row)
+                summary.repeated += chunk.repeated
                 writer.write(chunk, summary)
                 if on_progress is not None:
-                    on_progress(lines.bytes_read, total)
+                    on_progress(chunk.bytes_read, total)
             writer.close()
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
     if status is Status.PENDING and events is not None:
         for id_ in summary.new_ids:
             events.confirmation_requested(id_)
     return summary
+
+
+def _count_bad_rows(
+    chunk: _Chunk, summary: ImportSummary, on_bad_row: Callable[[ImportRowError], None] | None
+) -> None:
+    for line, errors in chunk.bad:
+        error = ImportRowError(line, errors)
+        summary.bad_rows += 1
+        if len(summary.errors) < MAX_KEPT_ERRORS:
+            summary.errors.append(error)
+        if on_bad_row is not None:
+            on_bad_row(error)
 
 
 def import_status(status: Status | str | None) -> Status:
@@ -607,41 +740,3 @@ def import_status(status: Status | str | None) -> Status:
             {"--status": f"{status!r} is not an import status; use confirmed or pending"}
         )
     return Status(chosen)
-
-
-def _chunks(
-    records: Iterable[tuple[int, list[str] | None]],
-    reader: _RowReader,
-    summary: ImportSummary,
-    on_bad_row: Callable[[ImportRowError], None] | None,
-) -> Iterator[dict[str, _Row]]:
-    """Valid rows, by normalised address, in chunks; repeats within a chunk are counted here."""
-    chunk: dict[str, _Row] = {}
-    for line, record in records:
-        if record is None:
-            error = ImportRowError(
-                line, {"row": "is not valid UTF-8 CSV; save the file as CSV UTF-8"}
-            )
-        elif not record or (len(record) == 1 and not record[0].strip()):
-            continue  # a blank line
-        else:
-            try:
-                row = reader.parse(line, record)
-            except ImportRowError as bad:
-                error = bad
-            else:
-                if row.email in chunk:
-                    summary.repeated += 1
-                else:
-                    chunk[row.email] = row
-                    if len(chunk) >= CHUNK_ROWS:
-                        yield chunk
-                        chunk = {}
-                continue
-        summary.bad_rows += 1
-        if len(summary.errors) < MAX_KEPT_ERRORS:
-            summary.errors.append(error)
-        if on_bad_row is not None:
-            on_bad_row(error)
-    if chunk:
-        yield chunk

@@ -374,3 +374,23 @@ def test_the_fast_address_check_never_accepts_what_email_validator_rejects(
 def test_the_fast_address_check_takes_ordinary_addresses() -> None:
     assert fast_normalise("Jane.Doe+news@Mail.Example.co.uk") == "jane.doe+news@mail.example.co.uk"
     assert fast_normalise("o'brien@example.ie") is None  # valid, but email-validator's call
+
+
+def test_a_large_file_parsed_in_a_child_process_gives_the_same_result(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 3)
+    path = write_csv(
+        tmp_path,
+        "email,tags\n"
+        + "".join(f"r{i}@example.com,t{i % 2}\n" for i in range(10))
+        + "bad,\nr1@example.com,\n",
+    )
+    reported = []
+
+    summary = import_csv(path, "confirmed", database=database, on_bad_row=reported.append)
+
+    assert (summary.imported, summary.repeated, summary.bad_rows) == (10, 1, 1)
+    assert [error.line for error in reported] == [12]
+    assert count(database, SubscriberTag) == 10
