@@ -516,7 +516,9 @@ class _Chunk:
 
 def reader_constants(batch: _Batch, dialect: Dialect) -> tuple[Any, ...]:
     """The driver's form of what every new reader of this import shares, converted once."""
-    to_driver = Subscriber.__table__.c.created_at.type.bind_processor(dialect)
+    # The dialect's own processor: SQLite stores SQLAlchemy's text form, which the equality
+    # test on ``created_at`` compares against (sqlite3's adapter would drop ".000000").
+    to_driver = Subscriber.__table__.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
     now = to_driver(batch.now) if to_driver else batch.now
     confirmed = batch.status is Status.CONFIRMED
     return (

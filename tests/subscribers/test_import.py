@@ -394,3 +394,16 @@ def test_a_large_file_parsed_in_a_child_process_gives_the_same_result(
     assert (summary.imported, summary.repeated, summary.bad_rows) == (10, 1, 1)
     assert [error.line for error in reported] == [12]
     assert count(database, SubscriberTag) == 10
+
+
+def test_an_import_started_on_a_whole_second_still_links_history_and_tags(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_the_second = utcnow().replace(microsecond=0)
+    monkeypatch.setattr(importer, "utcnow", lambda: on_the_second)
+    path = write_csv(tmp_path, "email,tags\nada@example.com,vip\n")
+
+    summary = import_csv(path, "confirmed", database=database)
+
+    assert summary.imported == 1
+    assert (count(database, StatusChange), count(database, SubscriberTag)) == (1, 1)
