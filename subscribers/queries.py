@@ -105,10 +105,8 @@ def list_subscribers(
 
 def counts_by_status(session: Session) -> dict[str, int]:
     """The number of readers in each status, every status present (zero when none)."""
-    counts = dict(
-        session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status))
-        .tuples()
-        .all()
+    counts: dict[str, int] = dict(
+        session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all()
     )
     return {status.value: counts.get(status.value, 0) for status in Status}
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -407,3 +410,17 @@ def test_an_import_started_on_a_whole_second_still_links_history_and_tags(
 
     assert summary.imported == 1
     assert (count(database, StatusChange), count(database, SubscriberTag)) == (1, 1)
+
+
+def test_reader_keys_are_unique_unguessable_url_safe_and_fit_the_column() -> None:
+    keys = list(itertools.islice(importer._keys(batch=16), 1000))
+
+    assert len(set(keys)) == 1000
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{24}", key) for key in keys)
+
+
+@given(st.dictionaries(st.text(), st.text(), max_size=5))
+def test_attributes_are_stored_as_the_json_that_json_dumps_writes(
+    attributes: dict[str, str],
+) -> None:
+    assert importer._json_object(attributes) == json.dumps(attributes)
