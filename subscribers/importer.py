@@ -10,13 +10,22 @@ reader, and an erased address (kept only as a suppression hash) is never added a
 
 The whole import is one transaction: an interrupted import (a database error, Ctrl-C) stores
 nothing, and running the same file again is harmless. Readers imported as ``pending`` are handed
-to the ``SubscriberEvents`` hook after the commit, one confirmation email each.
+to the ``SubscriberEvents`` hook after the commit, one confirmation email each. The price, on
+SQLite: a signup that arrives during a long import waits for its commit (up to the 60 s busy
+timeout), since SQLite has one writer at a time; PostgreSQL signups proceed alongside, and a
+signup of an address the import also holds wins (ON CONFLICT DO NOTHING).
 
-Speed comes from three things, measured in ``bench/import.py``: rows are written in chunks with
-one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` (SQLAlchemy Core), plain ASCII
-addresses are checked by ``fast_normalise()`` instead of email-validator (which accepts all of
-them, with the same result; ``tests/subscribers/test_import.py`` proves it with hypothesis), and
-everything constant for the import (times, status, source) is computed once.
+Addresses are checked for syntax only (no DNS lookups, whatever
+``NEWSLETTER_CHECK_DELIVERABILITY`` says: a million lookups would take hours).
+
+Speed, measured by ``bench/import.py`` (figures in BENCHMARKS.md), comes from: plain ASCII
+addresses checked by ``fast_normalise()`` instead of email-validator (which accepts every one of
+them and normalises it the same way; ``tests/subscribers/test_import.py`` proves it with
+hypothesis); readers written per chunk with one ``executemany`` of driver-ready tuples and their
+history and consent with set-based ``INSERT … SELECT`` statements (SQLAlchemy's per-parameter
+processing cost more than the database's own work); a forked process that parses a large file
+while this one writes; and everything constant for the import (times, status, source) converted
+once.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import multiprocessing
 import queue
 import re
 import secrets
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,7 +95,6 @@ IGNORED_COLUMNS = ("status", "created_at", "confirmed_at", "status_changed_at")
 TAG_SEPARATOR = re.compile(r"[;|]")
 MAX_NAME_LENGTH = 200
 MAX_TAG_LENGTH = 64
-MAX_TIMEZONE_LENGTH = 64
 MAX_ATTRIBUTE_LENGTH = 1_000
 MAX_SOURCE_LENGTH = 64
 # Line breaks, NUL and the other C0 controls and DEL: refused in every cell (terminals, headers).
@@ -663,6 +672,8 @@ def _child_main(
     chunk_rows: int,
 ) -> None:
     gc.disable()  # the parse allocates many small acyclic objects; this process ends with it
+    # Ctrl-C reaches the whole process group: the parent rolls back and ends this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         for chunk in _parse_file(path, columns, constants, chunk_rows):
             chunks.put(chunk)

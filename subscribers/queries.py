@@ -103,14 +103,6 @@ def list_subscribers(
     return list(session.scalars(query))
 
 
-def counts_by_status(session: Session) -> dict[str, int]:
-    """The number of readers in each status, every status present (zero when none)."""
-    counts: dict[str, int] = dict(
-        session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all()
-    )
-    return {status.value: counts.get(status.value, 0) for status in Status}
-
-
 def iso(moment: datetime | None) -> str | None:
     """A stored time as ISO 8601 in UTC, ``Z``-suffixed; None stays None."""
     if moment is None:
