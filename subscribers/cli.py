@@ -63,11 +63,16 @@ def import_command(
         ),
         show_default=False,
     ),
+    source: str | None = typer.Option(
+        None,
+        help="Where the readers consented, recorded with each one (default: the file's name).",
+    ),
 ) -> None:
     """Import readers from a CSV file: email, optional name, tags (a;b), timezone, attributes.
 
-    Bad rows are reported by line number and skipped; addresses already in the store keep their
-    status, consent and data; erased addresses are never added again.
+    Bad rows are reported by line number and skipped.
+    Readers already in the store are left exactly as they are.
+    Erased addresses are never added again.
     """
     chosen = import_status(status)
     database = runtime.database()
@@ -97,6 +102,7 @@ def import_command(
             chosen,
             database=database,
             events=events,
+            source=source,
             on_progress=on_progress,
             on_bad_row=on_bad_row,
         )

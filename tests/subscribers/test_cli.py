@@ -227,13 +227,29 @@ def test_pending_import_through_the_command_asks_the_hook_for_confirmation_email
     events = RecordedEvents()
     monkeypatch.setattr(runtime, "_events", events)
 
-    result = cli("subscribers", "import", str(readers_csv(tmp_path)), "--status", "pending")
+    result = cli(
+        "subscribers",
+        "import",
+        str(readers_csv(tmp_path)),
+        "--status",
+        "pending",
+        "--source",
+        "webinar-2026",
+    )
 
     assert result.exit_code == 0, result.output
     assert "imported 2 as pending" in result.stdout
     assert "2 confirmation emails requested" in result.stdout
     assert [kind for kind, _ in events.events] == ["confirmation_requested"] * 2
     assert stored(sqlite_url) == 2
+    shown = cli("subscribers", "show", "ada@example.com", "--json")
+    details = json.loads(shown.stdout)
+    assert (details["status"], details["form"], details["consents"]) == (
+        "pending",
+        "webinar-2026",
+        [],
+    )
+    assert details["history"][0]["to"] == "pending"
 
 
 def test_erase_with_yes_erases_and_a_second_erase_says_so(
