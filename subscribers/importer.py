@@ -335,8 +335,11 @@ class _RowReader:
         return self.zones[zone]
 
 
-def _records(lines: _Lines) -> Iterator[tuple[int, list[str] | None]]:
-    """Each CSV record with the line it starts on; None for a record that is not UTF-8."""
+NOT_UTF8 = "is not UTF-8 text; save the file as CSV UTF-8"
+
+
+def _records(lines: _Lines) -> Iterator[tuple[int, list[str] | str]]:
+    """Each CSV record with the line it starts on, or instead what makes it unreadable."""
     reader = csv.reader(lines, strict=True)
     while True:
         start = reader.line_num + 1
@@ -344,11 +347,11 @@ def _records(lines: _Lines) -> Iterator[tuple[int, list[str] | None]]:
             record = next(reader)
         except StopIteration:
             return
-        except csv.Error:
-            yield start, None  # a stray quote or an oversized cell; csv resumes on the next line
+        except csv.Error as error:  # a stray quote or an oversized cell; csv resumes after it
+            yield start, f"is not valid CSV ({error})"
             continue
         if lines.bad_lines and any(n in lines.bad_lines for n in range(start, reader.line_num + 1)):
-            yield start, None
+            yield start, NOT_UTF8
             continue
         yield start, record
 
@@ -552,7 +555,7 @@ def _read_header(path: Path) -> _Columns:
         raise ValidationError({"file": f"{path}: is a directory, not a CSV file"}) from None
     except OSError as error:
         raise ValidationError({"file": f"{path}: cannot be read ({error.strerror})"}) from None
-    if header is None or header[1] is None:
+    if header is None or isinstance(header[1], str):
         problem = "is empty" if header is None else "does not start with a readable header"
         raise ValidationError({"file": f"{path.name}: {problem}; expected a CSV header"})
     return _columns(header[1], path)
@@ -571,8 +574,8 @@ def _parse_file(
         next(records, None)  # the header, read and checked already
         chunk, seen = _Chunk(), set()
         for line, record in records:
-            if record is None:
-                chunk.bad.append((line, {"row": "is not valid UTF-8 CSV; save it as CSV UTF-8"}))
+            if isinstance(record, str):
+                chunk.bad.append((line, {"row": record}))
                 continue
             if not record or (len(record) == 1 and not record[0].strip()):
                 continue  # a blank line

@@ -187,7 +187,7 @@ def test_bad_rows_are_reported_by_line_number_and_the_rest_is_imported(
     assert "timezone: 'Mars/Olympus' is not a time zone" in messages[2]
     assert "tags: a tag is longer than 64 characters" in messages[3]
     assert "has 5 cells but the header names 4" in messages[4]
-    assert "not valid UTF-8" in messages[5]
+    assert "row: is not UTF-8 text; save the file as CSV UTF-8" in messages[5]
     assert "name: cannot contain line breaks or other control characters" in messages[6]
     assert (summary.imported, summary.bad_rows) == (2, 7)
     assert summary.errors == reported
@@ -424,3 +424,21 @@ def test_attributes_are_stored_as_the_json_that_json_dumps_writes(
     attributes: dict[str, str],
 ) -> None:
     assert importer._json_object(attributes) == json.dumps(attributes)
+
+
+def test_a_row_that_is_not_valid_csv_is_reported_and_the_rest_imported(
+    sqlite_database: Database, tmp_path: Path
+) -> None:
+    path = write_csv(
+        tmp_path,
+        "email,name\n"
+        '"h h"@example.com,Quoted\n'  # a quote in the middle of a cell
+        "ok@example.com," + "x" * 200_000 + "\n"  # a cell beyond csv's field limit
+        "fine@example.com,Fine\n",
+    )
+
+    summary = import_csv(path, "confirmed", database=sqlite_database)
+
+    assert [error.line for error in summary.errors] == [2, 3]
+    assert all("is not valid CSV (" in error.message for error in summary.errors)
+    assert set(readers(sqlite_database)) == {"fine@example.com"}
