@@ -713,7 +713,10 @@ def import_csv(
         raise ValueError("a pending import needs the events hook to send confirmations")
     columns = _read_header(path)
     total = path.stat().st_size
-    form = (source or path.name)[:MAX_SOURCE_LENGTH]
+    if source is not None and (not source.strip() or CONTROL_CHARACTERS.search(source)):
+        raise ValidationError({"--source": "must be a name on one line, such as webinar-2026"})
+    form = source.strip() if source else CONTROL_CHARACTERS.sub("?", path.name)
+    form = form[:MAX_SOURCE_LENGTH]
     batch = _Batch(
         status,
         form,

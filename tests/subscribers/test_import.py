@@ -442,3 +442,14 @@ def test_a_row_that_is_not_valid_csv_is_reported_and_the_rest_imported(
     assert [error.line for error in summary.errors] == [2, 3]
     assert all("is not valid CSV (" in error.message for error in summary.errors)
     assert set(readers(sqlite_database)) == {"fine@example.com"}
+
+
+def test_the_consent_source_is_one_line_of_text(sqlite_database: Database, tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "email\nada@example.com\n", name="odd\nname.csv")
+
+    with pytest.raises(ValidationError, match="--source: must be a name on one line"):
+        import_csv(path, "confirmed", database=sqlite_database, source="a\r\nb")
+    import_csv(path, "confirmed", database=sqlite_database)
+
+    with sqlite_database.session() as session:
+        assert session.scalars(select(Consent.form)).all() == ["odd?name.csv"]
