@@ -78,7 +78,7 @@ def import_command(
     database = runtime.database()
     # Wired before anything is stored, so that a missing mailer stops the import, not its emails.
     events = runtime.subscriber_events() if chosen is Status.PENDING else None
-    stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+    stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     show_bar = stderr.is_terminal and _size(file) >= PROGRESS_MIN_BYTES
     with Progress(
         TextColumn("importing"),
@@ -121,7 +121,8 @@ def _summary_line(summary: ImportSummary, status: Status) -> str:
         f"imported {summary.imported} as {status.value}",
         f"already present {summary.already_present}"
         + (
-            f" ({summary.left_unsubscribed} unsubscribed, bounced or complained, left so)"
+            f" ({summary.left_unsubscribed} of them unsubscribed, bounced or complained: "
+            "left as they are)"
             if summary.left_unsubscribed
             else ""
         ),
