@@ -1,0 +1,781 @@
+"""CSV import: many readers at once, streamed, validated row by row, never duplicated.
+
+``import_csv()`` reads a CSV file with a header row naming an ``email`` column and optionally
+``name``, ``tags`` (separated by ``;`` or ``|``), ``timezone``; every other column becomes an
+attribute. A malformed row is reported by its line number and skipped; the rest is imported.
+
+What the store already holds wins: an address already present is left exactly as it is (its
+status, consent, name and tags), so an import never revives an unsubscribed, bounced or complained
+reader, and an erased address (kept only as a suppression hash) is never added again.
+
+The whole import is one transaction: an interrupted import (a database error, Ctrl-C) stores
+nothing, and running the same file again is harmless. Readers imported as ``pending`` are handed
+to the ``SubscriberEvents`` hook after the commit, one confirmation email each. The price, on
+SQLite: a signup that arrives during a long import waits for its commit (up to the 60 s busy
+timeout), since SQLite has one writer at a time; PostgreSQL signups proceed alongside, and a
+signup of an address the import also holds wins (ON CONFLICT DO NOTHING).
+
+Addresses are checked for syntax only (no DNS lookups, whatever
+``NEWSLETTER_CHECK_DELIVERABILITY`` says: a million lookups would take hours).
+
+Speed, measured by ``bench/import.py`` (figures in BENCHMARKS.md), comes from: plain ASCII
+addresses checked by ``fast_normalise()`` instead of email-validator (which accepts every one of
+them and normalises it the same way; ``tests/subscribers/test_import.py`` proves it with
+hypothesis); readers written per chunk with one ``executemany`` of driver-ready tuples and their
+history and consent with set-based ``INSERT … SELECT`` statements (SQLAlchemy's per-parameter
+processing cost more than the database's own work); a forked process that parses a large file
+while this one writes; and everything constant for the import (times, status, source) converted
+once.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import gc
+import multiprocessing
+import queue
+import re
+import secrets
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from json.encoder import encode_basestring_ascii
+from pathlib import Path
+from typing import Any, BinaryIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Executable,
+    Integer,
+    Select,
+    String,
+    Text,
+    bindparam,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+)
+
+from newsletter.db import Database, UTCDateTime, utcnow
+from newsletter.errors import ImportRowError, ValidationError
+from subscribers.addresses import MAX_ADDRESS_LENGTH, address_hash, normalise_address
+from subscribers.events import SubscriberEvents
+from subscribers.models import (
+    SUPPRESSED_STATUSES,
+    Consent,
+    Status,
+    StatusChange,
+    Subscriber,
+    SubscriberTag,
+    Suppression,
+)
+
+# Rows validated and written together; bounded so that memory stays flat whatever the file size.
+CHUNK_ROWS = 5_000
+# Files at least this large are parsed in a forked process while this one writes (2 cores).
+PARALLEL_MIN_BYTES = 4_000_000
+CHILD_QUEUE_CHUNKS = 8
+KEY_BYTES = 18  # a multiple of 3: keys made in bulk slice out of one base64 encoding
+# SQLite's page cache while an import writes (KiB), so that index pages stay in memory.
+SQLITE_CACHE_KIB = 256 * 1024
+# Column names (compared without case or surrounding spaces) that map to the reader's own fields.
+EMAIL_COLUMNS = ("email", "email address", "e-mail")
+NAME_COLUMN = "name"
+TAGS_COLUMN = "tags"
+TIMEZONE_COLUMN = "timezone"
+# Bookkeeping columns that an export writes: ignored on import (the import sets them itself).
+IGNORED_COLUMNS = ("status", "created_at", "confirmed_at", "status_changed_at")
+TAG_SEPARATOR = re.compile(r"[;|]")
+MAX_NAME_LENGTH = 200
+MAX_TAG_LENGTH = 64
+MAX_ATTRIBUTE_LENGTH = 1_000
+MAX_SOURCE_LENGTH = 64
+# Line breaks, NUL and the other C0 controls and DEL: refused in every cell (terminals, headers).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+IMPORT_STATUSES = (Status.CONFIRMED, Status.PENDING)
+
+# ---------------------------------------------------------------- addresses, the fast path
+
+# A strict subset of what email-validator accepts: a dot-atom local part of letters, digits and
+# ``_ + -``, at most 64 characters, and a domain of two or more LDH labels (no ``--`` anywhere,
+# which also keeps out Punycode) ending in an alphabetic top-level label. Anything else, and any
+# special-use domain, goes to email-validator.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9_+-]{1,64}(?:\.[A-Za-z0-9_+-]{1,64})*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+_SPECIAL_USE_SUFFIXES = tuple(f".{name}" for name in SPECIAL_USE_DOMAIN_NAMES)
+
+
+def fast_normalise(candidate: str) -> str | None:
+    """The normalised form of a plain ASCII address, or None when email-validator must decide.
+
+    ``candidate`` is already stripped. Whatever this accepts, ``normalise_address`` accepts too
+    and normalises to the same string; it never accepts what email-validator rejects.
+    """
+    if len(candidate) > MAX_ADDRESS_LENGTH or not _PLAIN_ADDRESS.fullmatch(candidate):
+        return None
+    local, _, domain = candidate.partition("@")
+    if len(local) > 64 or len(domain) > 253 or "--" in domain:
+        return None
+    lowered = candidate.lower()
+    if lowered.endswith(_SPECIAL_USE_SUFFIXES):
+        return None
+    return lowered
+
+
+def import_address(raw: str) -> str:
+    """The normalised address of one CSV cell; raises ``ValidationError`` like signup does."""
+    candidate = raw.strip()
+    return fast_normalise(candidate) or normalise_address(candidate)
+
+
+# ---------------------------------------------------------------- the result
+
+
+@dataclass
+class ImportSummary:
+    """What an import did, row by row, for the marketer's final report."""
+
+    imported: int = 0
+    already_present: int = 0
+    left_unsubscribed: int = 0  # of already_present: unsubscribed, bounced or complained
+    repeated: int = 0  # rows whose address appeared earlier in the same file
+    suppressed: int = 0  # erased addresses, kept out
+    bad_rows: int = 0
+    errors: list[ImportRowError] = field(default_factory=list)  # the first MAX_KEPT_ERRORS
+    new_ids: list[int] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return (
+            self.imported + self.already_present + self.repeated + self.suppressed + self.bad_rows
+        )
+
+
+MAX_KEPT_ERRORS = 1_000
+
+
+# ---------------------------------------------------------------- reading the file
+
+
+@dataclass(frozen=True)
+class _Columns:
+    email: int
+    name: int | None
+    tags: int | None
+    timezone: int | None
+    attributes: tuple[tuple[int, str], ...]
+    width: int
+
+
+def _columns(header: list[str], path: Path) -> _Columns:
+    names = [cell.strip().lstrip("\ufeff").strip() for cell in header]
+    lowered = [name.lower() for name in names]
+    seen: set[str] = set()
+    for name in lowered:
+        if name and name in seen:
+            raise ValidationError({"file": f"{path.name}: the header names {name!r} twice"})
+        seen.add(name)
+    emails = [index for index, name in enumerate(lowered) if name in EMAIL_COLUMNS]
+    if not emails:
+        raise ValidationError(
+            {
+                "file": f"{path.name}: the first row must be a header with an 'email' column "
+                f"(found {', '.join(repr(n) for n in names[:8]) or 'nothing'})"
+            }
+        )
+    if len(emails) > 1:
+        raise ValidationError({"file": f"{path.name}: the header has more than one email column"})
+
+    def find(column: str) -> int | None:
+        return lowered.index(column) if column in lowered else None
+
+    known = {*EMAIL_COLUMNS, NAME_COLUMN, TAGS_COLUMN, TIMEZONE_COLUMN, *IGNORED_COLUMNS, ""}
+    attributes = tuple(
+        (index, names[index]) for index, name in enumerate(lowered) if name not in known
+    )
+    return _Columns(
+        emails[0],
+        find(NAME_COLUMN),
+        find(TAGS_COLUMN),
+        find(TIMEZONE_COLUMN),
+        attributes,
+        len(names),
+    )
+
+
+class _Lines:
+    """The file's lines as text, counting bytes read and remembering lines that are not UTF-8."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.bytes_read = 0
+        self.line = 0
+        self.bad_lines: set[int] = set()
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self.stream:
+            self.line += 1
+            self.bytes_read += len(raw)
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                self.bad_lines.add(self.line)
+                yield raw.decode("utf-8", "replace")
+
+
+@dataclass
+class _Row:
+    line: int
+    email: str
+    name: str | None
+    tags: list[str]
+    timezone: str | None
+    attributes: dict[str, str]
+
+
+class _RowReader:
+    """Turns CSV records into validated rows, or ``ImportRowError`` naming the line."""
+
+    def __init__(self, columns: _Columns) -> None:
+        self.columns = columns
+        self.zones: dict[str, str | None] = {}  # cell -> error message (None: a known zone)
+        self.tag_lists: dict[str, tuple[list[str], str | None]] = {}  # cell -> (tags, error)
+
+    def parse(self, line: int, record: list[str]) -> _Row:
+        columns = self.columns
+        if len(record) != columns.width:
+            if len(record) > columns.width:
+                raise ImportRowError(
+                    line,
+                    {"row": f"has {len(record)} cells but the header names {columns.width}"},
+                )
+            record = record + [""] * (columns.width - len(record))
+        errors: dict[str, str] = {}
+        try:
+            email = import_address(record[columns.email])
+        except ValidationError as error:
+            email = ""
+            errors.update(error.errors)
+        if CONTROL_CHARACTERS.search("".join(record)):
+            self._control_characters(record, errors)
+        name = tags_cell = zone = None
+        if columns.name is not None:
+            name = record[columns.name].strip() or None
+            if name is not None and len(name) > MAX_NAME_LENGTH:
+                errors[NAME_COLUMN] = f"is longer than {MAX_NAME_LENGTH} characters"
+        tags: list[str] = []
+        if columns.tags is not None and (tags_cell := record[columns.tags].strip()):
+            tags, tags_error = self._tags(tags_cell)
+            if tags_error:
+                errors[TAGS_COLUMN] = tags_error
+        if columns.timezone is not None and (zone := record[columns.timezone].strip() or None):
+            zone_error = self._zone_error(zone)
+            if zone_error:
+                errors[TIMEZONE_COLUMN] = zone_error
+        attributes: dict[str, str] = {}
+        for index, key in columns.attributes:
+            value = record[index].strip()
+            if value:
+                if len(value) > MAX_ATTRIBUTE_LENGTH:
+                    errors[key] = f"is longer than {MAX_ATTRIBUTE_LENGTH} characters"
+                attributes[key] = value
+        if errors:
+            raise ImportRowError(line, errors)
+        return _Row(line, email, name, tags, zone, attributes)
+
+    def _control_characters(self, record: list[str], errors: dict[str, str]) -> None:
+        """Name each cell that holds a line break or a NUL: no field of a reader may."""
+        columns = self.columns
+        labels: dict[int | None, str] = {
+            columns.email: "email",
+            columns.name: NAME_COLUMN,
+            columns.tags: TAGS_COLUMN,
+            columns.timezone: TIMEZONE_COLUMN,
+            **dict(columns.attributes),
+        }
+        for index, label in labels.items():
+            if index is not None and CONTROL_CHARACTERS.search(record[index].strip()):
+                errors[label] = "cannot contain line breaks or other control characters"
+
+    def _tags(self, cell: str) -> tuple[list[str], str | None]:
+        known = self.tag_lists.get(cell)
+        if known is None:
+            tags = sorted({tag.strip() for tag in TAG_SEPARATOR.split(cell) if tag.strip()})
+            error = None
+            if any(len(tag) > MAX_TAG_LENGTH for tag in tags):
+                error = f"a tag is longer than {MAX_TAG_LENGTH} characters"
+            known = (tags, error)
+            if len(self.tag_lists) < 10_000:
+                self.tag_lists[cell] = known
+        return known
+
+    def _zone_error(self, zone: str) -> str | None:
+        if zone not in self.zones:
+            error: str | None = (
+                f"{zone[:80]!r} is not a time zone; use an IANA name such as Europe/Paris"
+            )
+            try:
+                ZoneInfo(zone)
+                error = None
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                pass
+            if len(self.zones) < 10_000:
+                self.zones[zone] = error
+            return error
+        return self.zones[zone]
+
+
+NOT_UTF8 = "is not UTF-8 text; save the file as CSV UTF-8"
+
+
+def _records(lines: _Lines) -> Iterator[tuple[int, list[str] | str]]:
+    """Each CSV record with the line it starts on, or instead what makes it unreadable."""
+    reader = csv.reader(lines, strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # a stray quote or an oversized cell; csv resumes after it
+            yield start, f"is not valid CSV ({error})"
+            continue
+        if lines.bad_lines and any(n in lines.bad_lines for n in range(start, reader.line_num + 1)):
+            yield start, NOT_UTF8
+            continue
+        yield start, record
+
+
+# ---------------------------------------------------------------- writing
+
+# The readers of a chunk are written with one ``executemany`` of plain tuples at the driver
+# (SQLAlchemy's per-parameter processing cost more than the database itself), and their history,
+# consent and tags with set-based statements. The readers this import created are told apart by
+# what only they carry: an id above the chunk's watermark, this import's instant and its source.
+# A concurrent signup of the same address wins (ON CONFLICT DO NOTHING) and is left alone.
+_READER_COLUMNS = (
+    "email",
+    "key",
+    "name",
+    "status",
+    "attributes",
+    "timezone",
+    "form",
+    "created_at",
+    "status_changed_at",
+    "confirmed_at",
+    "confirmation_sent_at",
+)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What is constant for one import: the status, the source and the time."""
+
+    status: Status
+    form: str
+    now: datetime
+    consent_text: str
+
+
+class _Writer:
+    """Writes chunks of valid rows into the store on one connection, inside one transaction."""
+
+    def __init__(self, connection: Connection, batch: _Batch, *, keep_new_ids: bool) -> None:
+        self.connection = connection
+        self.batch = batch
+        self.keep_new_ids = keep_new_ids
+        dialect = connection.dialect
+        marker = "?" if dialect.paramstyle == "qmark" else "%s"
+        self.insert_readers = (
+            f"INSERT INTO {Subscriber.__tablename__} "
+            f"({', '.join(dialect.identifier_preparer.quote(c) for c in _READER_COLUMNS)}) "
+            f"VALUES ({', '.join([marker] * len(_READER_COLUMNS))}) ON CONFLICT DO NOTHING"
+        )
+        self.insert_tags = (
+            f"INSERT INTO {SubscriberTag.__tablename__} (subscriber_id, tag) "
+            f"VALUES ({marker}, {marker})"
+        )
+        if dialect.name == "sqlite":
+            # A larger page cache for this connection while it writes: index pages stay in memory.
+            connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+        self.check_suppressions = (
+            connection.scalar(select(Suppression.address_hash).limit(1)) is not None
+        )
+        self.watermark: int = (
+            connection.scalar(select(func.coalesce(func.max(Subscriber.id), 0))) or 0
+        )
+        self.statements = _Statements(batch)
+
+    def write(self, chunk: _Chunk, summary: ImportSummary) -> None:
+        """Insert the chunk's new readers with their history, consent and tags."""
+        readers, tags = chunk.readers, chunk.tags
+        if self.check_suppressions:
+            readers, tags = self._drop_suppressed(readers, tags, summary)
+        if not readers:
+            return
+        connection = self.connection
+        connection.exec_driver_sql(self.insert_readers, readers)
+        since = {"watermark": self.watermark}
+        created: dict[str, int] = dict(connection.execute(self.statements.created, since).all())
+        summary.imported += len(created)
+        if len(created) < len(readers):
+            self._count_present([r[0] for r in readers if r[0] not in created], summary)
+        if not created:
+            return
+        for statement in self.statements.dependants:
+            connection.execute(statement, since)
+        new_tags = [(created[email], tag) for email, tag in tags if email in created]
+        if new_tags:
+            connection.exec_driver_sql(self.insert_tags, new_tags)
+        if self.keep_new_ids:
+            summary.new_ids.extend(sorted(created.values()))
+        self.watermark = max(self.watermark, *created.values())
+
+    def close(self) -> None:
+        if self.connection.dialect.name == "sqlite":
+            self.connection.exec_driver_sql("PRAGMA cache_size = -2000")  # SQLite's default
+
+    def _count_present(self, emails: list[str], summary: ImportSummary) -> None:
+        """Sort addresses the store already had from those repeated earlier in this file."""
+        found = self.connection.execute(
+            select(Subscriber.status, Subscriber.created_at, Subscriber.form).where(
+                Subscriber.email.in_(emails)
+            )
+        )
+        for status, created_at, form in found:
+            # This import stamps every reader it creates with its own instant and source.
+            if created_at == self.batch.now and form == self.batch.form:
+                summary.repeated += 1
+            else:
+                summary.already_present += 1
+                if status in SUPPRESSED_STATUSES:
+                    summary.left_unsubscribed += 1
+
+    def _drop_suppressed(
+        self, readers: list[tuple[Any, ...]], tags: list[tuple[str, str]], summary: ImportSummary
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]]]:
+        by_hash = {address_hash(reader[0]): reader[0] for reader in readers}
+        erased = self.connection.scalars(
+            select(Suppression.address_hash).where(Suppression.address_hash.in_(list(by_hash)))
+        ).all()
+        if not erased:
+            return readers, tags
+        summary.suppressed += len(erased)
+        dropped = {by_hash[hash_] for hash_ in erased}
+        return (
+            [reader for reader in readers if reader[0] not in dropped],
+            [tag for tag in tags if tag[0] not in dropped],
+        )
+
+
+class _Statements:
+    """The statements that find a chunk's new readers and write their history and consent."""
+
+    def __init__(self, batch: _Batch) -> None:
+        watermark = bindparam("watermark", type_=Integer)
+        now = literal(batch.now, UTCDateTime())
+        ours = (
+            (Subscriber.id > watermark)
+            & (Subscriber.created_at == now)
+            & (Subscriber.form == literal(batch.form, String))
+        )
+        self.created: Select[str, int] = select(Subscriber.email, Subscriber.id).where(ours)
+        status = literal(batch.status.value, String)
+        self.dependants: list[Executable] = [
+            insert(StatusChange).from_select(
+                ["subscriber_id", "old_status", "new_status", "source", "at"],
+                select(Subscriber.id, null(), status, literal("import", String), now).where(ours),
+            )
+        ]
+        if batch.status is Status.CONFIRMED:
+            self.dependants.append(
+                insert(Consent).from_select(
+                    ["subscriber_id", "kind", "at", "form", "consent_text"],
+                    select(
+                        Subscriber.id,
+                        literal("import", String),
+                        now,
+                        literal(batch.form, String),
+                        literal(batch.consent_text, Text),
+                    ).where(ours),
+                )
+            )
+
+
+# ---------------------------------------------------------------- parsing, here or in a child
+
+
+@dataclass
+class _Chunk:
+    """A stretch of the file, parsed: readers ready for the driver, their tags, the bad rows."""
+
+    readers: list[tuple[Any, ...]] = field(default_factory=list)  # in _READER_COLUMNS order
+    tags: list[tuple[str, str]] = field(default_factory=list)  # (email, tag)
+    bad: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # (line, errors)
+    repeated: int = 0  # rows repeating an address earlier in this chunk
+    bytes_read: int = 0
+
+
+def reader_constants(batch: _Batch, dialect: Dialect) -> tuple[Any, ...]:
+    """The driver's form of what every new reader of this import shares, converted once."""
+    # The dialect's own processor: SQLite stores SQLAlchemy's text form, which the equality
+    # test on ``created_at`` compares against (sqlite3's adapter would drop ".000000").
+    to_driver = Subscriber.__table__.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+    now = to_driver(batch.now) if to_driver else batch.now
+    confirmed = batch.status is Status.CONFIRMED
+    return (
+        batch.status.value,
+        batch.form,
+        now,
+        now,
+        now if confirmed else None,
+        None if confirmed else now,
+    )
+
+
+def _read_header(path: Path) -> _Columns:
+    """The file's columns; raises ``ValidationError`` when the file or its header is unusable."""
+    try:
+        with path.open("rb") as stream:
+            header = next(_records(_Lines(stream)), None)
+    except FileNotFoundError:
+        raise ValidationError({"file": f"{path}: no such file"}) from None
+    except IsADirectoryError:
+        raise ValidationError({"file": f"{path}: is a directory, not a CSV file"}) from None
+    except OSError as error:
+        raise ValidationError({"file": f"{path}: cannot be read ({error.strerror})"}) from None
+    if header is None or isinstance(header[1], str):
+        problem = "is empty" if header is None else "does not start with a readable header"
+        raise ValidationError({"file": f"{path.name}: {problem}; expected a CSV header"})
+    return _columns(header[1], path)
+
+
+def _parse_file(
+    path: Path, columns: _Columns, constants: tuple[Any, ...], chunk_rows: int
+) -> Iterator[_Chunk]:
+    """The file after its header, in chunks of at most ``chunk_rows`` distinct addresses."""
+    status, form, created_at, changed_at, confirmed_at, sent_at = constants
+    reader = _RowReader(columns)
+    keys = _keys()
+    with path.open("rb") as stream:
+        lines = _Lines(stream)
+        records = _records(lines)
+        next(records, None)  # the header, read and checked already
+        chunk, seen = _Chunk(), set()
+        for line, record in records:
+            if isinstance(record, str):
+                chunk.bad.append((line, {"row": record}))
+                continue
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # a blank line
+            try:
+                row = reader.parse(line, record)
+            except ImportRowError as error:
+                chunk.bad.append((line, error.errors))
+                continue
+            email = row.email
+            if email in seen:
+                chunk.repeated += 1
+                continue
+            seen.add(email)
+            chunk.readers.append(
+                (
+                    email,
+                    next(keys),
+                    row.name,
+                    status,
+                    _json_object(row.attributes) if row.attributes else "{}",
+                    row.timezone,
+                    form,
+                    created_at,
+                    changed_at,
+                    confirmed_at,
+                    sent_at,
+                )
+            )
+            if row.tags:
+                chunk.tags.extend((email, tag) for tag in row.tags)
+            if len(chunk.readers) >= chunk_rows:
+                chunk.bytes_read = lines.bytes_read
+                yield chunk
+                chunk, seen = _Chunk(), set()
+        chunk.bytes_read = lines.bytes_read
+        yield chunk
+
+
+def _keys(batch: int = 4096) -> Iterator[str]:
+    """Unguessable reader keys (144 random bits, 24 URL-safe characters), made in bulk.
+
+    18 bytes encode to base64 without padding, so one encoding of many keys' bytes slices into
+    keys; the same alphabet and strength as ``secrets.token_urlsafe(18)``.
+    """
+    while True:
+        encoded = base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES * batch)).decode("ascii")
+        width = KEY_BYTES * 4 // 3
+        for start in range(0, len(encoded), width):
+            yield encoded[start : start + width]
+
+
+def _json_object(attributes: dict[str, str]) -> str:
+    """``json.dumps(attributes)`` for a dict of strings, without its per-call overhead."""
+    quote = encode_basestring_ascii
+    return "{" + ", ".join(f"{quote(k)}: {quote(v)}" for k, v in attributes.items()) + "}"
+
+
+def _parse_in_child(
+    path: Path, columns: _Columns, constants: tuple[Any, ...], chunk_rows: int
+) -> Iterator[_Chunk]:
+    """``_parse_file`` run in a forked process, so that parsing overlaps with writing."""
+    context = multiprocessing.get_context("fork")
+    chunks: multiprocessing.Queue[_Chunk | str | None] = context.Queue(maxsize=CHILD_QUEUE_CHUNKS)
+    child = context.Process(
+        target=_child_main,
+        args=(chunks, path, columns, constants, chunk_rows),
+        name="newsletter-import-reader",
+        daemon=True,
+    )
+    child.start()
+    try:
+        while True:
+            try:
+                item = chunks.get(timeout=1)
+            except queue.Empty:
+                if not child.is_alive():
+                    raise ValidationError(
+                        {"file": f"{path.name}: the reader process stopped unexpectedly"}
+                    ) from None
+                continue
+            if item is None:
+                return
+            if isinstance(item, str):
+                raise ValidationError({"file": f"{path.name}: {item}"})
+            yield item
+    finally:
+        if child.is_alive():
+            child.terminate()
+        child.join()
+
+
+def _child_main(
+    chunks: multiprocessing.Queue[_Chunk | str | None],
+    path: Path,
+    columns: _Columns,
+    constants: tuple[Any, ...],
+    chunk_rows: int,
+) -> None:
+    gc.disable()  # the parse allocates many small acyclic objects; this process ends with it
+    # Ctrl-C reaches the whole process group: the parent rolls back and ends this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for chunk in _parse_file(path, columns, constants, chunk_rows):
+            chunks.put(chunk)
+        chunks.put(None)
+    except OSError as error:
+        chunks.put(f"cannot be read ({error.strerror or error})")
+
+
+# ---------------------------------------------------------------- the import
+
+
+def import_csv(
+    path: Path,
+    status: Status | str | None,
+    *,
+    database: Database,
+    events: SubscriberEvents | None = None,
+    source: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_bad_row: Callable[[ImportRowError], None] | None = None,
+) -> ImportSummary:
+    """Import the readers in the CSV file at ``path`` with ``status`` (confirmed or pending).
+
+    ``confirmed`` records the import as each new reader's consent (kind ``import``, form = the
+    file name, or ``source``); ``pending`` asks ``events`` for one confirmation email per new
+    reader, after the commit. Bad rows are passed to ``on_bad_row`` (and the first
+    ``MAX_KEPT_ERRORS`` kept in the summary); ``on_progress(bytes_read, total_bytes)`` is called
+    after each chunk. Raises ``ValidationError``, before storing anything, when the status is not
+    given, the file cannot be read or its header has no email column. A large file is parsed in
+    a forked process while this one writes.
+    """
+    status = import_status(status)
+    if status is Status.PENDING and events is None:
+        raise ValueError("a pending import needs the events hook to send confirmations")
+    columns = _read_header(path)
+    total = path.stat().st_size
+    if source is not None and (not source.strip() or CONTROL_CHARACTERS.search(source)):
+        raise ValidationError({"--source": "must be a name on one line, such as webinar-2026"})
+    form = source.strip() if source else CONTROL_CHARACTERS.sub("?", path.name)
+    form = form[:MAX_SOURCE_LENGTH]
+    batch = _Batch(
+        status,
+        form,
+        utcnow(),
+        f"Imported from {form}; the marketer stated that these readers had consented.",
+    )
+    constants = reader_constants(batch, database.engine.dialect)
+    parallel = total >= PARALLEL_MIN_BYTES and "fork" in multiprocessing.get_all_start_methods()
+    parse = _parse_in_child if parallel else _parse_file
+    summary = ImportSummary()
+    chunks = parse(path, columns, constants, CHUNK_ROWS)
+    try:
+        with database.engine.begin() as connection:
+            writer = _Writer(connection, batch, keep_new_ids=status is Status.PENDING)
+            for chunk in chunks:
+                _count_bad_rows(chunk, summary, on_bad_row)
+                summary.repeated += chunk.repeated
+                writer.write(chunk, summary)
+                if on_progress is not None:
+                    on_progress(chunk.bytes_read, total)
+            writer.close()
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    if status is Status.PENDING and events is not None:
+        for id_ in summary.new_ids:
+            events.confirmation_requested(id_)
+    return summary
+
+
+def _count_bad_rows(
+    chunk: _Chunk, summary: ImportSummary, on_bad_row: Callable[[ImportRowError], None] | None
+) -> None:
+    for line, errors in chunk.bad:
+        error = ImportRowError(line, errors)
+        summary.bad_rows += 1
+        if len(summary.errors) < MAX_KEPT_ERRORS:
+            summary.errors.append(error)
+        if on_bad_row is not None:
+            on_bad_row(error)
+
+
+def import_status(status: Status | str | None) -> Status:
+    """The status an import gives new readers; the marketer must choose it, knowingly.
+
+    Raises ``ValidationError`` when it is missing or is not ``confirmed`` or ``pending``.
+    """
+    if status is None or not str(status).strip():
+        raise ValidationError(
+            {
+                "--status": "say whether these readers consented: --status confirmed (this "
+                "import is recorded as their consent) or --status pending (each new reader is "
+                "sent a confirmation email)"
+            }
+        )
+    chosen = str(status).strip().lower()
+    if chosen not in IMPORT_STATUSES:
+        raise ValidationError(
+            {"--status": f"{status!r} is not an import status; use confirmed or pending"}
+        )
+    return Status(chosen)
