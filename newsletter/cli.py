@@ -13,6 +13,7 @@ from rich.console import Console
 
 from newsletter import runtime
 from newsletter.errors import NewsletterError
+from scheduler import cli as scheduler_cli
 from subscribers.cli import app as subscribers_app
 
 app = typer.Typer(
@@ -25,6 +26,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(scheduler_cli.app, name="deliveries")
+app.command("worker")(scheduler_cli.worker)
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
