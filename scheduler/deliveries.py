@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +42,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -49,7 +51,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
 from newsletter.db import Base, Database, utcnow
-from subscribers.models import Status, StatusChange, Subscriber
+from subscribers.addresses import address_hash
+from subscribers.models import Status, StatusChange, Subscriber, SubscriberTag, Suppression
 
 
 class State(enum.StrEnum):
@@ -114,6 +117,21 @@ class DeliveryWorker(Base):
 deliveries = cast(Table, Delivery.__table__)
 subscribers = cast(Table, Subscriber.__table__)
 workers = cast(Table, DeliveryWorker.__table__)
+tag_table = cast(Table, SubscriberTag.__table__)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What the renderer may know of a reader: a snapshot of the row, read when it was claimed."""
+
+    id: int
+    email: str
+    key: str
+    name: str | None
+    status: str
+    attributes: dict[str, Any]
+    timezone: str | None
+    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -126,6 +144,7 @@ class ClaimedDelivery:
     attempts: int
     uncertain_count: int
     message_id: str
+    recipient: Recipient | None  # None when the reader was erased
 
     @property
     def is_resend(self) -> bool:
@@ -287,31 +306,84 @@ def claim_due_deliveries(
     if postgres:
         due = due.with_for_update(skip_locked=True)
     until = now + lease
-    rows = session.execute(
+    session.execute(
         update(deliveries)
         .where(deliveries.c.id.in_(due.scalar_subquery()))
         .values(state=State.CLAIMED, claimed_by=worker, lease_until=until, next_attempt_at=until)
-        .returning(
+    )
+    # This claim's rows are the ones held by ``worker`` until exactly ``until``: read them with
+    # their readers in one query rather than through a list of ids.
+    this_claim = (
+        (deliveries.c.state == State.CLAIMED)
+        & (deliveries.c.claimed_by == worker)
+        & (deliveries.c.lease_until == until)
+    )
+    readers = subscribers.c
+    rows = session.execute(
+        select(
             deliveries.c.id,
             deliveries.c.message,
             deliveries.c.subscriber_id,
             deliveries.c.attempts,
             deliveries.c.uncertain_count,
+            readers.email,
+            readers.key,
+            readers.name,
+            readers.status,
+            type_coerce(readers.attributes, Text).label("attributes"),
+            readers.timezone,
         )
+        .select_from(deliveries.outerjoin(subscribers, readers.id == deliveries.c.subscriber_id))
+        .where(this_claim)
+        .order_by(deliveries.c.id)
     ).all()
-    claimed = [
-        ClaimedDelivery(
-            id=row.id,
-            message=row.message,
-            subscriber_id=row.subscriber_id,
-            attempts=row.attempts,
-            uncertain_count=row.uncertain_count,
-            message_id=message_id_for(row.id, row.message, row.subscriber_id, domain),
+    tags: dict[int, list[str]] = {}
+    for subscriber_id, tag in session.execute(
+        select(tag_table.c.subscriber_id, tag_table.c.tag)
+        .join(deliveries, deliveries.c.subscriber_id == tag_table.c.subscriber_id)
+        .where(this_claim)
+        .order_by(tag_table.c.subscriber_id, tag_table.c.tag)
+    ):
+        tags.setdefault(subscriber_id, []).append(tag)
+    erased = _erased_addresses(session, [row[5] for row in rows if row[5] is not None])
+    claimed = []
+    # Unpacked by position: a campaign claims thousands of rows a second.
+    for id_, message, reader, attempts, uncertain, email, key, name, status, data, zone in rows:
+        recipient = None
+        if email is not None and email not in erased:
+            recipient = Recipient(
+                reader,
+                email,
+                key,
+                name,
+                status,
+                _attributes(data),
+                zone,
+                tuple(tags.get(reader, ())),
+            )
+        message_id = message_id_for(id_, message, reader, domain)
+        claimed.append(
+            ClaimedDelivery(id_, message, reader, attempts, uncertain, message_id, recipient)
         )
-        for row in rows
-    ]
-    claimed.sort(key=lambda delivery: delivery.id)
     return claimed
+
+
+def _attributes(stored: Any) -> dict[str, Any]:
+    """A reader's attributes as stored: JSON text (SQLite), or already decoded (PostgreSQL)."""
+    if isinstance(stored, dict):
+        return stored
+    return {} if not stored or stored == "{}" else dict(json.loads(stored))
+
+
+def _erased_addresses(session: Session, emails: list[str]) -> set[str]:
+    """Which of ``emails`` were erased once (kept as a hash): never mailed again by accident."""
+    if not emails or session.scalar(select(Suppression.address_hash).limit(1)) is None:
+        return set()
+    hashes = {address_hash(email): email for email in emails}
+    found = session.scalars(
+        select(Suppression.address_hash).where(Suppression.address_hash.in_(hashes))
+    )
+    return {hashes[value] for value in found}
 
 
 def renew_leases(session: Session, worker: str, lease: timedelta) -> int:
@@ -351,22 +423,28 @@ def mark_sent(session: Session, items: Sequence[tuple[int, int]], at: datetime) 
     Unconditional on purpose: once a server has taken the message, ``sent`` is the truth, even
     if the lease ran out meanwhile and another worker holds the row.
     """
-    if not items:
-        return
-    session.execute(
-        update(deliveries)
-        .where(deliveries.c.id == bindparam("b_id"))
-        .values(
-            state=State.SENT,
-            sent_at=at,
-            attempts=deliveries.c.attempts + 1,
-            uncertain_count=deliveries.c.uncertain_count + bindparam("b_uncertain"),
-            claimed_by=None,
-            lease_until=None,
-            last_error=None,
-        ),
-        [{"b_id": delivery_id, "b_uncertain": uncertain} for delivery_id, uncertain in items],
-    )
+    values = {
+        "state": State.SENT,
+        "sent_at": at,
+        "attempts": deliveries.c.attempts + 1,
+        "claimed_by": None,
+        "lease_until": None,
+        "last_error": None,
+    }
+    plain = [delivery_id for delivery_id, uncertain in items if not uncertain]
+    if plain:  # the common case, in one statement
+        session.execute(update(deliveries).where(deliveries.c.id.in_(plain)).values(**values))
+    resent = [(delivery_id, uncertain) for delivery_id, uncertain in items if uncertain]
+    if resent:
+        session.execute(
+            update(deliveries)
+            .where(deliveries.c.id == bindparam("b_id"))
+            .values(
+                **values,
+                uncertain_count=deliveries.c.uncertain_count + bindparam("b_uncertain"),
+            ),
+            [{"b_id": delivery_id, "b_uncertain": uncertain} for delivery_id, uncertain in resent],
+        )
 
 
 def mark_retry(

@@ -12,14 +12,13 @@ from collections.abc import Callable
 from email.utils import formatdate
 
 from newsletter.settings import Settings
-from scheduler.deliveries import ClaimedDelivery
-from subscribers.models import Subscriber
+from scheduler.deliveries import ClaimedDelivery, Recipient
 
 _FILLER = b"This line pads the message to the size a real newsletter has, for measurements.\r\n"
 
 
 def plain_render(
-    delivery: ClaimedDelivery, subscriber: Subscriber, *, sender: str, size: int = 0
+    delivery: ClaimedDelivery, subscriber: Recipient, *, sender: str, size: int = 0
 ) -> bytes:
     """A plain-text message for ``subscriber``, padded with filler lines to about ``size`` bytes."""
     head = (
@@ -40,10 +39,10 @@ def plain_render(
 
 def placeholder_render(
     settings: Settings, size: int = 0
-) -> Callable[[ClaimedDelivery, Subscriber], bytes]:
+) -> Callable[[ClaimedDelivery, Recipient], bytes]:
     """PLACEHOLDER: the render callable ``newsletter worker`` uses until templates are wired."""
 
-    def render(delivery: ClaimedDelivery, subscriber: Subscriber) -> bytes:
+    def render(delivery: ClaimedDelivery, subscriber: Recipient) -> bytes:
         return plain_render(delivery, subscriber, sender=settings.sender, size=size)
 
     return render

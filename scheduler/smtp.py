@@ -46,15 +46,22 @@ class ConnectFailed(DeliveryError):
 
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
-_LEADING_DOTS = re.compile(rb"(?m)^\.")
 
 
 def prepare_data(message: bytes) -> bytes:
-    """The ``DATA`` payload: CRLF line endings, leading dots doubled, the final dot added."""
-    data = _LEADING_DOTS.sub(b"..", _LINE_ENDINGS.sub(b"\r\n", message))
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data + b".\r\n"
+    """The ``DATA`` payload: CRLF line endings, leading dots doubled, the final dot added.
+
+    A message already in CRLF form (what the renderer makes) costs two counts and a search.
+    """
+    if message.count(b"\n") != message.count(b"\r\n"):
+        message = _LINE_ENDINGS.sub(b"\r\n", message)  # bare LF (or CR): the slow path
+    if message.startswith(b"."):
+        message = b"." + message
+    if b"\n." in message:
+        message = message.replace(b"\r\n.", b"\r\n..")
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    return message + b".\r\n"
 
 
 class SmtpConnection:
@@ -139,18 +146,18 @@ class SmtpConnection:
         try:
             if self.pipelining:
                 smtp.sock.sendall(mail + rcpt + b"DATA\r\n")
-                replies = [smtp.getreply(), smtp.getreply(), smtp.getreply()]
+                replies = self._replies(smtp.sock, 3)
             else:
                 replies = []
                 for command in (mail, rcpt, b"DATA\r\n"):
                     smtp.sock.sendall(command)
-                    replies.append(smtp.getreply())
+                    replies += self._replies(smtp.sock, 1)
                     if replies[-1][0] >= 400:
                         break
             self._check_envelope(replies)
             smtp.sock.sendall(data)
             data_sent = True
-            code, text = smtp.getreply()
+            ((code, text),) = self._replies(smtp.sock, 1)
         except (OSError, smtplib.SMTPServerDisconnected) as error:
             self.close_quietly()
             state = "after the message" if data_sent else "before the message was sent"
@@ -159,6 +166,37 @@ class SmtpConnection:
             ) from error
         self._check("message", code, text)
         self.messages_sent += 1
+
+    def _replies(self, sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+        """Read ``count`` replies; pipelined ones mostly arrive in one ``recv``.
+
+        smtplib's ``getreply`` reads line by line through a buffered file: fine for a greeting,
+        a third of the sender's time at thousands of messages a second. Between transactions
+        the server says nothing, so no byte is left over for smtplib's own reads (RSET, QUIT).
+        """
+        replies: list[tuple[int, bytes]] = []
+        buffer = b""
+        text: list[bytes] = []
+        while True:
+            end = buffer.find(b"\r\n")
+            if end < 0:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise smtplib.SMTPServerDisconnected("connection closed by the server")
+                buffer += chunk
+                continue
+            line, buffer = buffer[:end], buffer[end + 2 :]
+            text.append(line[4:])
+            if line[3:4] == b"-":
+                continue
+            try:
+                code = int(line[:3])
+            except ValueError:
+                code = -1
+            replies.append((code, b"\n".join(text)))
+            text = []
+            if len(replies) == count:
+                return replies
 
     def _check_envelope(self, replies: list[tuple[int, bytes]]) -> None:
         stages = ("MAIL", "RCPT", "DATA")

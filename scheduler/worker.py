@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from newsletter.db import Database, utcnow
 from newsletter.settings import Settings
 from scheduler import deliveries as outbox
-from scheduler.deliveries import ClaimedDelivery, State
+from scheduler.deliveries import ClaimedDelivery, Recipient, State
 from scheduler.smtp import (
     ConnectFailed,
     ConnectionDropped,
@@ -49,14 +49,13 @@ from scheduler.smtp import (
     TemporaryFailure,
     prepare_data,
 )
-from subscribers.addresses import address_hash
-from subscribers.models import SUPPRESSED_STATUSES, Subscriber, Suppression
+from subscribers.models import SUPPRESSED_STATUSES
 
 log = logging.getLogger("scheduler.worker")
 
 # The renderer: one reader's copy of one message, as the bytes of an RFC 5322 message that
 # carries ``delivery.message_id`` as its Message-ID.
-Render = Callable[[ClaimedDelivery, Subscriber], bytes]
+Render = Callable[[ClaimedDelivery, Recipient], bytes]
 
 
 @dataclass(frozen=True)
@@ -65,13 +64,13 @@ class WorkerOptions:
 
     lease: timedelta = timedelta(seconds=60)  # renewed while alive; a dead worker's rows wait this
     poll_interval: float = 1.0  # seconds between looks for due work when there is none
-    batch_size: int = 500  # most deliveries claimed at once
+    batch_size: int = 2000  # most deliveries claimed at once
     max_attempts: int = 8  # tries before a 4xx-refused delivery is failed
     retry_base: float = 60.0  # first backoff after a 4xx, doubled each try, with jitter
     retry_cap: float = 3600.0
     bounce_threshold: int = 1  # recipient 5xx bounces before the reader is marked bounced
     smtp_timeout: float = 30.0
-    commit_interval: float = 0.05  # outcomes are committed together at most this often
+    commit_interval: float = 0.1  # outcomes are committed together at most this often
     until_idle: bool = False  # stop once no delivery is queued, claimed or uncertain
     name: str | None = None
 
@@ -196,8 +195,10 @@ class Worker:
         self.concurrency = settings.send_concurrency
         self.limiter = RateLimiter(settings.send_rate)
         self.rate = settings.send_rate
-        self.work: queue.Queue[tuple[ClaimedDelivery, Subscriber | None] | None] = queue.Queue()
-        self.results: queue.Queue[Outcome] = queue.Queue()
+        self.work: queue.SimpleQueue[tuple[ClaimedDelivery, Recipient | None] | None] = (
+            queue.SimpleQueue()
+        )
+        self.results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.in_flight = 0  # claimed and not yet recorded; touched by the main thread only
         self.closing = threading.Event()
 
@@ -263,24 +264,12 @@ class Worker:
             )
             if not claimed:
                 return 0
-            ids = {d.subscriber_id for d in claimed if d.subscriber_id is not None}
-            readers = {
-                reader.id: reader
-                for reader in session.scalars(select(Subscriber).where(Subscriber.id.in_(ids)))
-            }
-            hashes = {address_hash(reader.email): reader.id for reader in readers.values()}
-            erased = session.scalars(
-                select(Suppression.address_hash).where(Suppression.address_hash.in_(hashes))
-            )
-            for suppressed in erased:
-                readers.pop(hashes[suppressed], None)
         resent = sum(1 for delivery in claimed if delivery.is_resend)
         log.debug(
             "event=claimed %s", _fields(worker=self.name, count=len(claimed), resent=resent or None)
         )
         for delivery in claimed:
-            reader = readers.get(delivery.subscriber_id) if delivery.subscriber_id else None
-            self.work.put((delivery, reader))
+            self.work.put((delivery, delivery.recipient))
         self.in_flight += len(claimed)
         return len(claimed)
 
@@ -314,7 +303,7 @@ class Worker:
         connection: SmtpConnection,
         status: ReaderStatus,
         delivery: ClaimedDelivery,
-        reader: Subscriber | None,
+        reader: Recipient | None,
     ) -> Outcome:
         if reader is None:
             return Outcome(delivery, State.SKIPPED, error="reader erased")

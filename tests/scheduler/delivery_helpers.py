@@ -16,7 +16,7 @@ from aiosmtpd.smtp import Envelope, Session
 from sqlalchemy import insert
 
 from newsletter.db import Database, utcnow
-from scheduler.deliveries import ClaimedDelivery
+from scheduler.deliveries import ClaimedDelivery, Recipient
 from scheduler.rendering import plain_render
 from scheduler.worker import Render, WorkerOptions
 from subscribers.models import Status, Subscriber
@@ -65,7 +65,7 @@ def add_readers(
 
 
 def make_render() -> Render:
-    def render(delivery: ClaimedDelivery, subscriber: Subscriber) -> bytes:
+    def render(delivery: ClaimedDelivery, subscriber: Recipient) -> bytes:
         return plain_render(delivery, subscriber, sender=SENDER)
 
     return render
