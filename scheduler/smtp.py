@@ -46,6 +46,12 @@ class ConnectFailed(DeliveryError):
 
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
+_ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"';,]+")
+
+
+def redact(text: str) -> str:
+    """``text`` (a server's reply) without the addresses it quotes: safe to log and to keep."""
+    return _ADDRESS.sub("<address>", text)
 
 
 def prepare_data(message: bytes) -> bytes:
@@ -112,7 +118,7 @@ class SmtpConnection:
                 smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, smtplib.SMTPException) as error:
             raise ConnectFailed(
-                f"cannot open an SMTP session with {self.host}:{self.port}: {error}"
+                f"cannot open an SMTP session with {self.host}:{self.port}: {redact(str(error))}"
             ) from error
         self._smtp = smtp
         self.pipelining = smtp.has_extn("pipelining")
@@ -216,7 +222,7 @@ class SmtpConnection:
     def _check(self, stage: str, code: int, text: bytes) -> None:
         if code == 250:
             return
-        reply = f"{stage}: {code} {text.decode('utf-8', 'replace')}"
+        reply = f"{stage}: {code} {redact(text.decode('utf-8', 'replace'))}"
         if code == 421:
             self.close_quietly()
         if 400 <= code < 500 or code == -1:

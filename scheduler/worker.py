@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import create_engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from newsletter.db import Database, utcnow
@@ -142,6 +143,7 @@ class ReaderStatus:
         postgres = url.startswith("postgres")
         connect_args: dict[str, Any] = {"autocommit": True} if postgres else {"timeout": 60}
         self.engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+        self.sqlite = not postgres
         self.sql = f"SELECT status FROM subscribers WHERE id = {'%s' if postgres else '?'}"
         self.connection: Any = None
 
@@ -151,6 +153,9 @@ class ReaderStatus:
             return None
         if self.connection is None:
             self.connection = self.engine.raw_connection()
+            if self.sqlite:
+                # Point lookups by id: a small page cache, so memory does not grow with the list.
+                self.connection.execute("PRAGMA cache_size = -256")
         cursor = self.connection.cursor()
         try:
             cursor.execute(self.sql, (subscriber_id,))
@@ -195,11 +200,10 @@ class Worker:
         self.concurrency = settings.send_concurrency
         self.limiter = RateLimiter(settings.send_rate)
         self.rate = settings.send_rate
-        self.work: queue.SimpleQueue[tuple[ClaimedDelivery, Recipient | None] | None] = (
-            queue.SimpleQueue()
-        )
+        self.work: queue.SimpleQueue[ClaimedDelivery | None] = queue.SimpleQueue()
         self.results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.in_flight = 0  # claimed and not yet recorded; touched by the main thread only
+        self.unrecorded: list[Outcome] = []  # taken from ``results``, commit failed
         self.closing = threading.Event()
 
     # ------------------------------------------------------------ 1. claim (main thread)
@@ -219,16 +223,25 @@ class Worker:
         next_beat = 0.0
         try:
             while not self.stop_event.is_set():
-                if time.monotonic() >= next_beat:
-                    self.heartbeat()
-                    next_beat = time.monotonic() + beat_every
-                claimed = self.claim() if self.work.qsize() < self.batch_size() else 0
-                if self.in_flight:
-                    self.record(wait=self.options.commit_interval)
-                elif not claimed:
-                    if self.options.until_idle and self.nothing_left():
-                        break
-                    self.stop_event.wait(self.options.poll_interval)
+                try:
+                    if time.monotonic() >= next_beat:
+                        self.heartbeat()
+                        next_beat = time.monotonic() + beat_every
+                    claimed = self.claim() if self.work.qsize() < self.batch_size() else 0
+                    if self.in_flight:
+                        self.record(wait=self.options.commit_interval)
+                    elif not claimed:
+                        if self.options.until_idle and self.nothing_left():
+                            break
+                        self.stop_event.wait(self.options.poll_interval)
+                except DBAPIError as error:
+                    # The database went away or stayed locked: outcomes wait in memory (the
+                    # rows stay claimed under their lease) until it answers again.
+                    log.warning(
+                        "event=database_error %s",
+                        _fields(worker=self.name, error=repr(str(error)[:200])),
+                    )
+                    self.stop_event.wait(max(self.options.poll_interval, 1.0))
         finally:
             self.shut_down(threads)
         log.info(
@@ -269,7 +282,7 @@ class Worker:
             "event=claimed %s", _fields(worker=self.name, count=len(claimed), resent=resent or None)
         )
         for delivery in claimed:
-            self.work.put((delivery, delivery.recipient))
+            self.work.put(delivery)
         self.in_flight += len(claimed)
         return len(claimed)
 
@@ -284,12 +297,11 @@ class Worker:
         status = ReaderStatus(self.database.url)
         try:
             while True:
-                item = self.work.get()
-                if item is None:
+                delivery = self.work.get()
+                if delivery is None:
                     return
-                delivery, reader = item
                 try:
-                    outcome = self.deliver(connection, status, delivery, reader)
+                    outcome = self.deliver(connection, status, delivery)
                 except Exception as error:  # a bug must not leave the row claimed for good
                     log.exception("event=send_crashed %s", _fields(delivery=delivery.id))
                     outcome = self.retry(delivery, 0, f"internal error: {error!r}")
@@ -299,12 +311,10 @@ class Worker:
             status.close()
 
     def deliver(
-        self,
-        connection: SmtpConnection,
-        status: ReaderStatus,
-        delivery: ClaimedDelivery,
-        reader: Recipient | None,
+        self, connection: SmtpConnection, status: ReaderStatus, delivery: ClaimedDelivery
     ) -> Outcome:
+        """Render once, then: wait for a rate slot, re-read the reader's status, send."""
+        reader = delivery.recipient
         if reader is None:
             return Outcome(delivery, State.SKIPPED, error="reader erased")
         try:
@@ -375,19 +385,27 @@ class Worker:
     # ------------------------------------------------------------ 3. record (main thread)
 
     def record(self, wait: float) -> None:
-        """Commit the outcomes that arrive within ``wait`` seconds, in one transaction."""
-        outcomes: list[Outcome] = []
+        """Commit the outcomes that arrive within ``wait`` seconds, in one transaction.
+
+        If the commit fails, the outcomes are kept for the next call: none is forgotten.
+        """
+        outcomes, self.unrecorded = self.unrecorded, []
         deadline = time.monotonic() + wait
-        while len(outcomes) < 1000:
+        while len(outcomes) < 2000:
             timeout = deadline - time.monotonic()
             try:
-                outcomes.append(
-                    self.results.get(timeout=timeout) if timeout > 0 else self.results.get_nowait()
-                )
+                if timeout > 0:
+                    outcomes.append(self.results.get(timeout=timeout))
+                else:
+                    outcomes.append(self.results.get_nowait())
             except queue.Empty:
                 break
         if outcomes:
-            self.commit(outcomes)
+            try:
+                self.commit(outcomes)
+            except BaseException:
+                self.unrecorded = outcomes
+                raise
 
     def commit(self, outcomes: list[Outcome]) -> None:
         sent = [(o.delivery.id, o.uncertain) for o in outcomes if o.state == State.SENT]
@@ -451,13 +469,13 @@ class Worker:
             except queue.Empty:
                 break
             if item is not None:
-                untried.append(item[0].id)
+                untried.append(item.id)
         for _ in threads:
             self.work.put(None)
         for thread in threads:
             thread.join()
         self.record(wait=0)
-        while not self.results.empty():
+        while self.unrecorded or not self.results.empty():
             self.record(wait=0)
         with self.database.session() as session:
             outbox.release(session, self.name, untried)

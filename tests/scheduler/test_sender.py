@@ -256,3 +256,96 @@ def test_delivery_counts_of_an_unknown_message_are_all_zero(database: Database, 
         counts = delivery_counts(session, "campaign:none")
     assert set(counts.values()) == {count}
     assert {"queued", "sent", "failed", "bounced", "skipped", "uncertain"} <= counts.keys()
+
+
+def test_stopping_gives_back_what_was_not_tried_and_a_restart_finishes_the_campaign(
+    database: Database, smtp_server, settings_for: Callable[..., Settings]
+) -> None:
+    add_readers(database, 300)
+    enqueue(database, MESSAGE)
+    settings = settings_for(database, smtp_server.url, send_rate=200, send_concurrency=2)
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_worker,
+        args=(settings, database, make_render()),
+        kwargs={"stop_event": stop, "options": replace(FAST, until_idle=False)},
+    )
+    worker.start()
+    smtp_server.wait_for(lambda messages: len(messages) >= 30)
+    stop.set()
+    worker.join(timeout=30)
+
+    with database.session() as session:
+        counts = delivery_counts(session, MESSAGE)
+    assert counts["claimed"] == 0
+    assert counts["sent"] == len(smtp_server.messages) < 300
+    assert counts["queued"] == 300 - counts["sent"]
+
+    send_all(settings_for(database, smtp_server.url), database)
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == sorted(
+        reader_address(n) for n in range(300)
+    )
+    with database.session() as session:
+        assert delivery_counts(session, MESSAGE)["uncertain_total"] == 0
+
+
+def test_log_lines_at_info_never_show_an_address(
+    database: Database,
+    smtp_server,
+    settings_for: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ids = add_readers(database, 3)
+    enqueue(database, MESSAGE)
+    with database.session() as session:
+        session.execute(
+            update(Subscriber).where(Subscriber.id == ids[2]).values(status="complained")
+        )
+    original = smtp_server.handler.__class__
+
+    class Refusing(original):  # type: ignore[misc,valid-type]
+        async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
+            if address == reader_address(0):
+                return f"550 5.1.1 <{address}>: Recipient address rejected"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+    smtp_server.handler.__class__ = Refusing
+    with caplog.at_level("INFO", logger="scheduler"):
+        send_all(settings_for(database, smtp_server.url), database)
+
+    lines = [record.getMessage() for record in caplog.records if record.levelno >= 20]
+    assert any("event=bounced" in line for line in lines)
+    assert any("event=skipped" in line for line in lines)
+    assert not [line for line in lines if "@example.com" in line]
+    with database.session() as session:
+        errors = session.scalars(select(Delivery.last_error)).all()
+    assert not [error for error in errors if error and "@example.com" in error]
+
+
+def test_two_workers_share_a_campaign_without_taking_the_same_delivery(
+    database: Database, smtp_server, settings_for: Callable[..., Settings]
+) -> None:
+    add_readers(database, 400)
+    enqueue(database, MESSAGE)
+    settings = settings_for(database, smtp_server.url, send_concurrency=2)
+    reports: list[dict[str, int]] = []
+
+    def work(name: str) -> None:
+        options = replace(FAST, name=name)
+        report = run_worker(
+            settings, database, make_render(), stop_event=threading.Event(), options=options
+        )
+        reports.append(report.counts)
+
+    workers = [threading.Thread(target=work, args=(f"worker-{n}",)) for n in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+
+    recipients = [m.rcpt_tos[0] for m in smtp_server.messages]
+    assert sorted(recipients) == sorted(reader_address(n) for n in range(400))
+    assert sum(report.get("sent", 0) for report in reports) == 400
+    with database.session() as session:
+        assert delivery_counts(session, MESSAGE)["uncertain_total"] == 0
