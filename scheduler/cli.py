@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import threading
 from datetime import timedelta
 
@@ -34,6 +35,9 @@ def worker(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # Sender threads wake on every SMTP reply; a short switch interval lets them take the GIL
+    # from the claiming thread sooner (measured: a few per cent more messages a second).
+    sys.setswitchinterval(0.0005)
     settings = runtime.settings()
     database = runtime.database()
     stop = threading.Event()

@@ -205,6 +205,7 @@ class Worker:
         self.in_flight = 0  # claimed and not yet recorded; touched by the main thread only
         self.unrecorded: list[Outcome] = []  # taken from ``results``, commit failed
         self.closing = threading.Event()
+        self.next_renewal = 0.0
 
     # ------------------------------------------------------------ 1. claim (main thread)
 
@@ -254,9 +255,12 @@ class Worker:
         return max(self.concurrency * 2, min(self.options.batch_size, int(self.rate / 2) + 1))
 
     def heartbeat(self) -> None:
+        """Say this worker is alive, take its share of the rate, renew leases a third in."""
         with self.database.session() as session:
             live = outbox.heartbeat(session, self.name, alive_within=timedelta(seconds=5))
-            outbox.renew_leases(session, self.name, self.options.lease)
+            if time.monotonic() >= self.next_renewal:
+                outbox.renew_leases(session, self.name, self.options.lease)
+                self.next_renewal = time.monotonic() + self.options.lease.total_seconds() / 3
         rate = self.settings.send_rate / live
         if rate != self.rate:
             self.rate = rate
