@@ -1,4 +1,5 @@
-"""SIGKILL the worker at 20 random moments of a 5,000-reader campaign, restarting it each time.
+"""SIGKILL the worker at 20 random moments of a 5,000-reader campaign, restarting it each time
+(on a SQLite file, then on PostgreSQL).
 
 What the design promises, and this test holds it to: every reader gets the message, and no reader
 gets two *different* Message-IDs for it. What it allows: a worker killed between the server's 250
@@ -52,9 +53,8 @@ def start_worker(env: dict[str, str], cwd: Path, *extra: str) -> subprocess.Pope
 
 @pytest.mark.slow
 def test_sigkill_at_20_random_moments_loses_nothing_and_never_sends_two_copies(
-    sqlite_database: Database, smtp_server, tmp_path: Path
+    database: Database, smtp_server, tmp_path: Path
 ) -> None:
-    database = sqlite_database
     add_readers(database, READERS)
     assert enqueue(database, MESSAGE) == READERS
     env = {
