@@ -52,7 +52,8 @@ def worker(
             lease=timedelta(seconds=lease), poll_interval=poll_interval, until_idle=until_idle
         ),
     )
-    console.print(" ".join(f"{key}={value}" for key, value in sorted(report.counts.items())))
+    summary = " ".join(f"{key}={value}" for key, value in sorted(report.counts.items()))
+    console.print(summary or "nothing was due")
 
 
 @app.command("status")
