@@ -13,6 +13,7 @@ from rich.console import Console
 from campaigns.cli import app as campaign_app
 from newsletter import runtime
 from newsletter.errors import NewsletterError
+from scheduler import cli as scheduler_cli
 from subscribers.cli import app as subscribers_app
 
 app = typer.Typer(
@@ -26,6 +27,8 @@ db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(scheduler_cli.app, name="deliveries")
+app.command("worker")(scheduler_cli.worker)
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -1,0 +1,232 @@
+"""End-to-end sending speed against its ceiling, in one run.
+
+Starts postfix's ``smtp-sink`` (a C SMTP sink), then measures:
+
+- the ceiling: ``smtp-source`` (postfix's C load generator) sending N messages of SIZE bytes over
+  C connections, each kept open for the next message (``-d``), as a pooled sender does;
+- the product: a campaign of N readers in a fresh SQLite database, sent by ``run_worker`` with
+  ``send_concurrency`` = C: claim, render (a SIZE-byte message), send, mark sent.
+
+    python bench/send.py --messages 5000 --connections 4 --size 28000 [--rounds 3]
+
+Prints one JSON line per round and a summary; the ratio is product / ceiling within a round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import insert  # noqa: E402
+
+from newsletter.db import Database, utcnow  # noqa: E402
+from newsletter.settings import Settings  # noqa: E402
+from scheduler.deliveries import ClaimedDelivery, Recipient, delivery_counts, enqueue  # noqa: E402
+from scheduler.rendering import plain_render  # noqa: E402
+from scheduler.worker import WorkerOptions, run_worker  # noqa: E402
+from subscribers.models import Subscriber  # noqa: E402
+
+SENDER = "Bench <bench@example.org>"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_sink(port: int) -> subprocess.Popen[bytes]:
+    sink = subprocess.Popen(
+        [
+            shutil.which("smtp-sink") or "/usr/sbin/smtp-sink",
+            "-u",
+            "nobody",
+            f"127.0.0.1:{port}",
+            "1000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return sink
+        except OSError:
+            time.sleep(0.02)
+    sink.kill()
+    raise RuntimeError("smtp-sink did not start")
+
+
+def ceiling(port: int, messages: int, connections: int, size: int) -> float:
+    """Messages per second smtp-source reaches."""
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            shutil.which("smtp-source") or "/usr/sbin/smtp-source",
+            "-c",
+            "-d",
+            "-l",
+            str(size),
+            "-m",
+            str(messages),
+            "-s",
+            str(connections),
+            "-f",
+            "a@example.org",
+            "-t",
+            "b@example.org",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    return messages / (time.perf_counter() - started)
+
+
+def prepare_campaign(directory: Path, messages: int) -> Database:
+    database = Database(f"sqlite:///{directory / 'bench.db'}")
+    database.upgrade()
+    now = utcnow()
+    with database.session() as session:
+        session.execute(
+            insert(Subscriber),
+            [
+                {
+                    "email": f"reader{n}@example.com",
+                    "key": f"k{n}",
+                    "status": "confirmed",
+                    "attributes": {},
+                    "created_at": now,
+                    "status_changed_at": now,
+                }
+                for n in range(messages)
+            ],
+        )
+    enqueue(database, "campaign:bench")
+    return database
+
+
+def send_campaign(url: str, port: int, connections: int, size: int, name: str) -> None:
+    """One worker, as ``newsletter worker --until-idle`` runs it."""
+    sys.setswitchinterval(0.0005)  # as the ``newsletter worker`` command sets it
+    settings = Settings(
+        database_url=url,
+        smtp_url=f"smtp://127.0.0.1:{port}",
+        sender=SENDER,
+        send_rate=1_000_000,
+        send_concurrency=connections,
+    )
+
+    def render(delivery: ClaimedDelivery, subscriber: Recipient) -> bytes:
+        return plain_render(delivery, subscriber, sender=SENDER, size=size)
+
+    database = Database(url)
+    run_worker(
+        settings,
+        database,
+        render,
+        stop_event=threading.Event(),
+        options=WorkerOptions(poll_interval=0.01, until_idle=True, name=name),
+    )
+    database.dispose()
+
+
+def _worker_process(url: str, port: int, connections: int, size: int, name: str, go: Any) -> None:
+    go.wait()
+    send_campaign(url, port, connections, size, name)
+
+
+def product(port: int, messages: int, connections: int, size: int, processes: int = 1) -> float:
+    """Messages per second ``run_worker`` reaches: claim, render, send, mark sent.
+
+    With ``processes`` > 1, that many worker processes share the campaign and the connections
+    (``connections`` in all), as ``newsletter worker`` started several times would.
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        database = prepare_campaign(Path(directory), messages)
+        if processes == 1:
+            started = time.perf_counter()
+            send_campaign(database.url, port, connections, size, "bench")
+        else:
+            context = multiprocessing.get_context("spawn")
+            go = context.Event()
+            workers = [
+                context.Process(
+                    target=_worker_process,
+                    args=(database.url, port, connections // processes, size, f"bench-{n}", go),
+                )
+                for n in range(processes)
+            ]
+            for worker in workers:
+                worker.start()
+            time.sleep(3)  # let them import everything before the clock starts
+            started = time.perf_counter()
+            go.set()
+            for worker in workers:
+                worker.join()
+        elapsed = time.perf_counter() - started
+        with database.session() as session:
+            sent = delivery_counts(session, "campaign:bench")["sent"]
+        database.dispose()
+    if sent != messages:
+        raise RuntimeError(f"only {sent} of {messages} sent")
+    return messages / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--size", type=int, default=28000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="worker processes sharing the connections"
+    )
+    args = parser.parse_args()
+    port = free_port()
+    sink = start_sink(port)
+    ratios = []
+    try:
+        for round_ in range(args.rounds):
+            top = ceiling(port, args.messages, args.connections, args.size)
+            ours = product(port, args.messages, args.connections, args.size, args.processes)
+            ratios.append(ours / top)
+            print(
+                json.dumps(
+                    {
+                        "round": round_ + 1,
+                        "messages": args.messages,
+                        "connections": args.connections,
+                        "processes": args.processes,
+                        "size": args.size,
+                        "ceiling_per_s": round(top),
+                        "product_per_s": round(ours),
+                        "ratio": round(ours / top, 3),
+                    }
+                ),
+                flush=True,
+            )
+    finally:
+        sink.terminate()
+        sink.wait()
+    print(f"median ratio product/ceiling: {statistics.median(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()

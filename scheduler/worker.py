@@ -1,0 +1,487 @@
+"""The worker: claims due deliveries, renders, sends, and records each outcome.
+
+The whole pipeline, top to bottom (compare listmonk's ``manager.go``, but with per-reader state):
+
+1. ``Worker.run`` (the main thread) says it is alive, renews its leases, sets its share of the
+   fleet's rate (``send_rate`` divided by the live workers), claims a batch of due deliveries
+   with a lease, loads their readers, and queues them for the sender threads.
+2. ``Worker.send_loop`` (one thread per SMTP connection, ``send_concurrency`` of them) takes a
+   delivery, renders it once, waits for a slot of the rate limit, re-reads the reader's status
+   (the last word before SMTP: an unsubscribe committed a moment ago still stops the message),
+   and sends it over its own reused connection, reconnecting when the connection drops.
+3. ``Worker.record`` (the main thread again) commits the outcomes a few dozen at a time, in
+   transactions of their own: ``sent`` only ever after the server's 250.
+
+Crash windows, and why none loses a message or sends two different copies: killed after the
+claim and before SMTP, the row's lease expires and it is resent (counted ``uncertain``); killed
+between the server's 250 and the commit of ``sent``, the reader may get the same message twice,
+with the same Message-ID (also counted ``uncertain``); the design accepts that, never the loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import create_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from newsletter.db import Database, utcnow
+from newsletter.settings import Settings
+from scheduler import deliveries as outbox
+from scheduler.deliveries import ClaimedDelivery, Recipient, State
+from scheduler.smtp import (
+    ConnectFailed,
+    ConnectionDropped,
+    MessageRefused,
+    RecipientRefused,
+    SmtpConnection,
+    TemporaryFailure,
+    prepare_data,
+)
+from subscribers.models import SUPPRESSED_STATUSES
+
+log = logging.getLogger("scheduler.worker")
+
+# The renderer: one reader's copy of one message, as the bytes of an RFC 5322 message that
+# carries ``delivery.message_id`` as its Message-ID.
+Render = Callable[[ClaimedDelivery, Recipient], bytes]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker paces itself; the defaults suit production, tests shorten the times."""
+
+    lease: timedelta = timedelta(seconds=60)  # renewed while alive; a dead worker's rows wait this
+    poll_interval: float = 1.0  # seconds between looks for due work when there is none
+    batch_size: int = 2000  # most deliveries claimed at once
+    max_attempts: int = 8  # tries before a 4xx-refused delivery is failed
+    retry_base: float = 60.0  # first backoff after a 4xx, doubled each try, with jitter
+    retry_cap: float = 3600.0
+    bounce_threshold: int = 1  # recipient 5xx bounces before the reader is marked bounced
+    smtp_timeout: float = 30.0
+    commit_interval: float = 0.1  # outcomes are committed together at most this often
+    until_idle: bool = False  # stop once no delivery is queued, claimed or uncertain
+    name: str | None = None
+
+
+@dataclass
+class WorkerReport:
+    """What one run of a worker did."""
+
+    name: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str, n: int = 1) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + n
+
+
+def run_worker(
+    settings: Settings,
+    database: Database,
+    render: Render,
+    *,
+    stop_event: threading.Event,
+    options: WorkerOptions | None = None,
+) -> WorkerReport:
+    """Send due deliveries until ``stop_event`` is set (or, with ``until_idle``, none is left).
+
+    ``render(delivery, subscriber) -> bytes`` builds each message; it must put
+    ``delivery.message_id`` in the Message-ID header. Mail goes to ``settings.smtp_url``, or to
+    the capture inbox on ``settings.capture_port`` when no relay is set.
+    """
+    return Worker(settings, database, render, stop_event, options or WorkerOptions()).run()
+
+
+@dataclass
+class Outcome:
+    """What became of one claimed delivery, waiting to be committed."""
+
+    delivery: ClaimedDelivery
+    state: State  # SENT, QUEUED (retry), FAILED, BOUNCED or SKIPPED
+    uncertain: int = 0
+    error: str | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+class RateLimiter:
+    """Spaces sends evenly at ``rate`` per second across every thread of this worker."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.next_slot = time.monotonic()
+        self.lock = threading.Lock()
+
+    def set_rate(self, rate: float) -> None:
+        with self.lock:
+            self.interval = 1.0 / rate
+
+    def wait(self) -> None:
+        with self.lock:
+            now = time.monotonic()
+            slot = max(self.next_slot, now)
+            self.next_slot = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class ReaderStatus:
+    """Reads a reader's status outside any transaction: on SQLite it takes no write lock."""
+
+    def __init__(self, url: str) -> None:
+        postgres = url.startswith("postgres")
+        connect_args: dict[str, Any] = {"autocommit": True} if postgres else {"timeout": 60}
+        self.engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+        self.sqlite = not postgres
+        self.sql = f"SELECT status FROM subscribers WHERE id = {'%s' if postgres else '?'}"
+        self.connection: Any = None
+
+    def __call__(self, subscriber_id: int | None) -> str | None:
+        """The reader's status, or None when the reader was erased."""
+        if subscriber_id is None:
+            return None
+        if self.connection is None:
+            self.connection = self.engine.raw_connection()
+            if self.sqlite:
+                # Point lookups by id: a small page cache, so memory does not grow with the list.
+                self.connection.execute("PRAGMA cache_size = -256")
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(self.sql, (subscriber_id,))
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+        self.engine.dispose()
+
+
+def _fields(**values: Any) -> str:
+    return " ".join(f"{key}={value}" for key, value in values.items() if value is not None)
+
+
+class Worker:
+    """One worker process's sender: see the module docstring for the pipeline."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        render: Render,
+        stop_event: threading.Event,
+        options: WorkerOptions,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.render = render
+        self.stop_event = stop_event
+        self.options = options
+        self.name = (
+            options.name or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
+        self.report = WorkerReport(self.name)
+        self.smtp_url = settings.smtp_url or f"smtp://127.0.0.1:{settings.capture_port}"
+        self.sender = settings.sender_address
+        self.domain = self.sender.rpartition("@")[2] or "localhost"
+        self.concurrency = settings.send_concurrency
+        self.limiter = RateLimiter(settings.send_rate)
+        self.rate = settings.send_rate
+        self.work: queue.SimpleQueue[ClaimedDelivery | None] = queue.SimpleQueue()
+        self.results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self.in_flight = 0  # claimed and not yet recorded; touched by the main thread only
+        self.unrecorded: list[Outcome] = []  # taken from ``results``, commit failed
+        self.closing = threading.Event()
+        self.next_renewal = 0.0
+
+    # ------------------------------------------------------------ 1. claim (main thread)
+
+    def run(self) -> WorkerReport:
+        log.info(
+            "event=worker_started %s",
+            _fields(worker=self.name, rate=self.rate, connections=self.concurrency),
+        )
+        threads = [
+            threading.Thread(target=self.send_loop, name=f"sender-{n}", daemon=True)
+            for n in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        beat_every = min(1.0, self.options.lease.total_seconds() / 3)
+        next_beat = 0.0
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    if time.monotonic() >= next_beat:
+                        self.heartbeat()
+                        next_beat = time.monotonic() + beat_every
+                    claimed = self.claim() if self.work.qsize() < self.batch_size() else 0
+                    if self.in_flight:
+                        self.record(wait=self.options.commit_interval)
+                    elif not claimed:
+                        if self.options.until_idle and self.nothing_left():
+                            break
+                        self.stop_event.wait(self.options.poll_interval)
+                except DBAPIError as error:
+                    # The database went away or stayed locked: outcomes wait in memory (the
+                    # rows stay claimed under their lease) until it answers again.
+                    log.warning(
+                        "event=database_error %s",
+                        _fields(worker=self.name, error=repr(str(error)[:200])),
+                    )
+                    self.stop_event.wait(max(self.options.poll_interval, 1.0))
+        finally:
+            self.shut_down(threads)
+        log.info(
+            "event=worker_stopped %s %s", _fields(worker=self.name), _fields(**self.report.counts)
+        )
+        return self.report
+
+    def batch_size(self) -> int:
+        """About half a second of sending at this worker's share of the rate."""
+        return max(self.concurrency * 2, min(self.options.batch_size, int(self.rate / 2) + 1))
+
+    def heartbeat(self) -> None:
+        """Say this worker is alive, take its share of the rate, renew leases a third in."""
+        with self.database.session() as session:
+            live = outbox.heartbeat(session, self.name, alive_within=timedelta(seconds=5))
+            if time.monotonic() >= self.next_renewal:
+                outbox.renew_leases(session, self.name, self.options.lease)
+                self.next_renewal = time.monotonic() + self.options.lease.total_seconds() / 3
+        rate = self.settings.send_rate / live
+        if rate != self.rate:
+            self.rate = rate
+            self.limiter.set_rate(rate)
+            log.info(
+                "event=rate_changed %s",
+                _fields(worker=self.name, live_workers=live, rate=round(rate, 2)),
+            )
+
+    def claim(self) -> int:
+        with self.database.session() as session:
+            claimed = outbox.claim_due_deliveries(
+                session,
+                self.name,
+                batch=self.batch_size(),
+                lease=self.options.lease,
+                domain=self.domain,
+            )
+            if not claimed:
+                return 0
+        resent = sum(1 for delivery in claimed if delivery.is_resend)
+        log.debug(
+            "event=claimed %s", _fields(worker=self.name, count=len(claimed), resent=resent or None)
+        )
+        for delivery in claimed:
+            self.work.put(delivery)
+        self.in_flight += len(claimed)
+        return len(claimed)
+
+    def nothing_left(self) -> bool:
+        with self.database.session() as session:
+            return not outbox.has_pending(session)
+
+    # ------------------------------------------------------------ 2. send (sender threads)
+
+    def send_loop(self) -> None:
+        connection = SmtpConnection(self.smtp_url, timeout=self.options.smtp_timeout)
+        status = ReaderStatus(self.database.url)
+        try:
+            while True:
+                delivery = self.work.get()
+                if delivery is None:
+                    return
+                try:
+                    outcome = self.deliver(connection, status, delivery)
+                except Exception as error:  # a bug must not leave the row claimed for good
+                    log.exception("event=send_crashed %s", _fields(delivery=delivery.id))
+                    outcome = self.retry(delivery, 0, f"internal error: {error!r}")
+                self.results.put(outcome)
+        finally:
+            connection.close()
+            status.close()
+
+    def deliver(
+        self, connection: SmtpConnection, status: ReaderStatus, delivery: ClaimedDelivery
+    ) -> Outcome:
+        """Render once, then: wait for a rate slot, re-read the reader's status, send."""
+        reader = delivery.recipient
+        if reader is None:
+            return Outcome(delivery, State.SKIPPED, error="reader erased")
+        try:
+            data = prepare_data(self.render(delivery, reader))
+        except Exception as error:
+            log.warning(
+                "event=render_failed %s",
+                _fields(
+                    delivery=delivery.id,
+                    message=delivery.message,
+                    subscriber=reader.id,
+                    error=repr(error),
+                ),
+            )
+            return Outcome(delivery, State.FAILED, error=f"render: {error}")
+        uncertain = 0
+        drops = 0
+        pause = 0.1
+        while True:
+            if not connection.is_open:
+                try:
+                    connection.open()
+                    pause = 0.1
+                except ConnectFailed as error:
+                    log.warning(
+                        "event=connect_failed %s", _fields(worker=self.name, error=error.message)
+                    )
+                    if self.closing.wait(pause) or self.stop_event.is_set():
+                        return self.retry(delivery, uncertain, error.message, now=True)
+                    pause = min(pause * 2, 30.0)
+                    continue
+            self.limiter.wait()
+            current = status(delivery.subscriber_id)
+            if current is None or current in SUPPRESSED_STATUSES:
+                return Outcome(delivery, State.SKIPPED, uncertain, f"reader {current or 'erased'}")
+            try:
+                connection.send(self.sender, reader.email, data)
+                return Outcome(delivery, State.SENT, uncertain)
+            except TemporaryFailure as error:
+                return self.retry(delivery, uncertain, error.message)
+            except RecipientRefused as error:
+                return Outcome(delivery, State.BOUNCED, uncertain, error.message)
+            except MessageRefused as error:
+                return Outcome(delivery, State.FAILED, uncertain, error.message)
+            except ConnectFailed:
+                continue
+            except ConnectionDropped as error:
+                uncertain += int(error.outcome_unknown)
+                drops += 1
+                if drops > 3:
+                    return self.retry(delivery, uncertain, error.message)
+
+    def retry(
+        self, delivery: ClaimedDelivery, uncertain: int, error: str, *, now: bool = False
+    ) -> Outcome:
+        """A 4xx: queue again after an exponential backoff with jitter, or fail at the limit."""
+        attempt = delivery.attempts + 1
+        if attempt >= self.options.max_attempts and not now:
+            return Outcome(delivery, State.FAILED, uncertain, f"gave up after {attempt}: {error}")
+        delay = 0.0
+        if not now:
+            delay = min(self.options.retry_cap, self.options.retry_base * 2 ** (attempt - 1))
+            delay *= random.uniform(0.5, 1.0)
+        return Outcome(
+            delivery, State.QUEUED, uncertain, error, at=utcnow() + timedelta(seconds=delay)
+        )
+
+    # ------------------------------------------------------------ 3. record (main thread)
+
+    def record(self, wait: float) -> None:
+        """Commit the outcomes that arrive within ``wait`` seconds, in one transaction.
+
+        If the commit fails, the outcomes are kept for the next call: none is forgotten.
+        """
+        outcomes, self.unrecorded = self.unrecorded, []
+        deadline = time.monotonic() + wait
+        while len(outcomes) < 2000:
+            timeout = deadline - time.monotonic()
+            try:
+                if timeout > 0:
+                    outcomes.append(self.results.get(timeout=timeout))
+                else:
+                    outcomes.append(self.results.get_nowait())
+            except queue.Empty:
+                break
+        if outcomes:
+            try:
+                self.commit(outcomes)
+            except BaseException:
+                self.unrecorded = outcomes
+                raise
+
+    def commit(self, outcomes: list[Outcome]) -> None:
+        sent = [(o.delivery.id, o.uncertain) for o in outcomes if o.state == State.SENT]
+        retries = [
+            (o.delivery.id, o.uncertain, o.at, o.error or "")
+            for o in outcomes
+            if o.state == State.QUEUED
+        ]
+        finals = {
+            state: [
+                (o.delivery.id, o.uncertain, o.error or "") for o in outcomes if o.state == state
+            ]
+            for state in (State.FAILED, State.BOUNCED, State.SKIPPED)
+        }
+        with self.database.session() as session:
+            outbox.mark_sent(session, sent, utcnow())
+            outbox.mark_retry(session, self.name, retries)
+            for state, items in finals.items():
+                outbox.mark_final(session, self.name, state, items)
+            bounced_readers = [
+                o.delivery.subscriber_id
+                for o in outcomes
+                if o.state == State.BOUNCED and o.delivery.subscriber_id is not None
+            ]
+            marked = [
+                reader
+                for reader in bounced_readers
+                if outbox.record_bounce(session, reader, self.options.bounce_threshold)
+            ]
+        self.in_flight -= len(outcomes)
+        for outcome in outcomes:
+            self.report.add(outcome.state.value if outcome.state != State.QUEUED else "retried")
+            if outcome.uncertain:
+                self.report.add("uncertain", outcome.uncertain)
+            if outcome.state != State.SENT:
+                level = logging.INFO if outcome.state == State.SKIPPED else logging.WARNING
+                log.log(
+                    level,
+                    "event=%s %s",
+                    outcome.state.value if outcome.state != State.QUEUED else "retry",
+                    _fields(
+                        worker=self.name,
+                        delivery=outcome.delivery.id,
+                        message=outcome.delivery.message,
+                        subscriber=outcome.delivery.subscriber_id,
+                        error=repr(outcome.error),
+                    ),
+                )
+        for reader in marked:
+            log.warning("event=reader_bounced %s", _fields(subscriber=reader))
+
+    # ------------------------------------------------------------ stopping
+
+    def shut_down(self, threads: list[threading.Thread]) -> None:
+        """Give back what was never tried, let each thread finish its message, record all."""
+        self.closing.set()
+        untried: list[int] = []
+        while True:
+            try:
+                item = self.work.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                untried.append(item.id)
+        for _ in threads:
+            self.work.put(None)
+        for thread in threads:
+            thread.join()
+        self.record(wait=0)
+        while self.unrecorded or not self.results.empty():
+            self.record(wait=0)
+        with self.database.session() as session:
+            outbox.release(session, self.name, untried)
+            outbox.forget_worker(session, self.name)
+        self.in_flight -= len(untried)
