@@ -255,10 +255,14 @@ def _offer_file(title: str, campaign: Campaign | None) -> tuple[str, int] | None
         if path.is_file():
             where = shown(path)
             try:
-                data, _, body_line = split_front_matter(path.read_text(encoding="utf-8"), where)
+                data, body, body_line = split_front_matter(path.read_text(encoding="utf-8"), where)
             except (OSError, UnicodeDecodeError, NewsletterError):
                 return None
-            return (where, body_line) if data.get("title") == title else None
+            if data.get("title") != title:
+                return None
+            # The block's body is kept stripped: count the blank lines that were taken off.
+            body_line += body[: len(body) - len(body.lstrip())].count("\n")
+            return where, body_line
     return None
 
 

@@ -172,6 +172,20 @@ def check(
     return report
 
 
+def check_system_emails(
+    settings: Settings, *, spamassassin: str | None = None
+) -> dict[str, CheckReport]:
+    """The check of each system email (confirmation, welcome, unsubscribed), which are sent
+    without a campaign check: the welcome email names the free report, a health claim, so it
+    is blocked like a campaign when ``NEWSLETTER_MEDICAL_DISCLAIMER`` is empty."""
+    from campaigns.content import SYSTEM_KINDS, system_email
+
+    return {
+        kind: check(system_email(kind), settings, spamassassin=spamassassin)
+        for kind in SYSTEM_KINDS
+    }
+
+
 def _lines(content: Content) -> list[tuple[str, str]]:
     """(where, text) for every line a marketer wrote."""
     out = [(f"{content.source}: subject", content.subject)]
@@ -420,4 +434,11 @@ def _check_spam(message: bytes, report: CheckReport, command: str | None) -> Non
         )
 
 
-__all__ = ["CheckReport", "Finding", "check", "sample_links", "sample_reader"]
+__all__ = [
+    "CheckReport",
+    "Finding",
+    "check",
+    "check_system_emails",
+    "sample_links",
+    "sample_reader",
+]

@@ -18,6 +18,7 @@ import pytest
 from campaigns import CheckReport, check, load_campaign, sample_links, sample_reader, system_email
 from campaigns.compliance import BUILT_IN_TERMS, Text, find_claims, inflections
 from campaigns.content import parse_campaign
+from campaigns.preflight import check_system_emails
 from newsletter.errors import SettingsError
 from newsletter.settings import DEFAULT_MEDICAL_DISCLAIMER, Settings, load_settings
 from templates import Content, render
@@ -199,6 +200,17 @@ def test_newsletter_health_terms_is_read_comma_separated_and_checked(tmp_path: P
         load_settings({"NEWSLETTER_HEALTH_TERMS": "detox, 100%"}, tmp_path / "none.toml")
 
 
+def test_a_disclaimer_is_one_paragraph_and_never_holds_a_control_character(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        {"NEWSLETTER_MEDICAL_DISCLAIMER": "  Not medical\n  advice.  "}, tmp_path / "none.toml"
+    )
+    assert settings.medical_disclaimer == "Not medical advice."
+    with pytest.raises(SettingsError, match="NEWSLETTER_MEDICAL_DISCLAIMER: expected one para"):
+        load_settings({"NEWSLETTER_MEDICAL_DISCLAIMER": "Not\x00 advice"}, tmp_path / "none.toml")
+
+
 # ---------------------------------------------------------------- the disclaimer
 
 
@@ -369,12 +381,32 @@ def test_the_same_inputs_still_give_the_same_bytes_with_the_disclaimer(settings:
 def test_the_welcome_email_claims_too_and_is_covered_by_the_disclaimer(
     settings: Settings, make_settings: Callable[..., Settings]
 ) -> None:
-    welcome = system_email("welcome")
-    report = check(welcome, settings, spamassassin=None)
-    assert report.ok, shown(report.problems)
-    assert any(claim.where.endswith("welcome.md: preheader") for claim in report.claims)
-    off = make_settings(**{**settings.model_dump(), "medical_disclaimer": ""})
-    assert "NEWSLETTER_MEDICAL_DISCLAIMER" in shown(check(welcome, off, spamassassin=None).problems)
+    reports = check_system_emails(settings)
+    assert all(report.ok for report in reports.values()), shown(
+        [problem for report in reports.values() for problem in report.problems]
+    )
+    welcome = reports["welcome"].claims
+    assert any(claim.where.endswith("welcome.md: preheader") for claim in welcome)
+    assert any(claim.where.endswith("welcome.md:13") for claim in welcome)  # the body
+    off = check_system_emails(make_settings(**{**settings.model_dump(), "medical_disclaimer": ""}))
+    assert "NEWSLETTER_MEDICAL_DISCLAIMER" in shown(off["welcome"].problems)
+    assert off["confirmation"].ok and off["unsubscribed"].ok  # they make no claim
+
+
+def test_the_offer_block_is_named_by_its_own_file_and_line(
+    content_dir: Path, settings: Settings
+) -> None:
+    block = content_dir / "blocks" / "free-report.md"
+    block.write_text(
+        block.read_text(encoding="utf-8").replace(
+            "---\nOur free", "---\n\nIt may cure you.\n\nOur free"
+        ),
+        encoding="utf-8",
+    )
+    report = quick_check(content_dir / f"{ARTICLE}.md", settings)
+    [claim] = [claim for claim in report.claims if claim.words == ("cure",)]
+    assert claim.where == f"{block}:6"
+    assert claim.sentence == "It may cure you."
 
 
 # ---------------------------------------------------------------- sources
