@@ -59,6 +59,10 @@ _VOWELS = "aeiou"
 
 # A sentence ends at . ! or ? (with closing quotes, brackets or emphasis) before a space.
 _SENTENCE_END = re.compile(r"[.!?]+[\"'\u2019\u201d)\]*_]*(?=\s|$)")
+# Abbreviations whose full stop does not end a sentence.
+_ABBREVIATION = re.compile(
+    r"(?<![\w.])(?:e\.g|i\.e|cf|dr|mr|mrs|ms|prof|vs|approx|fig|no)\.$", re.I
+)
 # A Markdown block starts a new sentence even without punctuation: a blank line, a heading, a
 # list item or a quote; a heading also ends at its line's end.
 _BLOCK_START = re.compile(r"\n[ \t]*\n|\n(?=[ \t]*(?:#{1,6}\s|[-*+]\s|\d+[.)]\s|>))")
@@ -178,8 +182,9 @@ def _claims_in(piece: Text, pattern: re.Pattern[str]) -> Iterator[Claim]:
         start = starts[bisect_right(starts, match.start()) - 1]
         end = ends[bisect_left(ends, match.end())]
         found.setdefault((start, end), []).append(match)
+    newlines = [newline.start() for newline in re.finditer("\n", text)]
     for (start, end), hits in found.items():
-        line = text.count("\n", 0, hits[0].start())
+        line = bisect_left(newlines, hits[0].start())  # lines before the first hit's
         words = tuple(dict.fromkeys(" ".join(hit.group(0).split()) for hit in hits))
         yield Claim(piece.place(line), words, _shown_sentence(text[start:end]))
 
@@ -190,6 +195,8 @@ def _sentence_bounds(text: str) -> tuple[list[int], list[int]]:
     starts = [0]
     ends = [len(text)]
     for match in _SENTENCE_END.finditer(text):
+        if _ABBREVIATION.search(text, max(0, match.start() - 8), match.start() + 1):
+            continue  # "e.g. vitamin K2" and "Dr. Smith" go on
         ends.append(match.end())
         starts.append(match.end())
     for match in _BLOCK_START.finditer(text):

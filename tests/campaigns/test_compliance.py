@@ -123,6 +123,12 @@ def test_a_sentence_over_several_lines_is_shown_whole_at_the_line_of_its_claim(
     )
 
 
+def test_an_abbreviation_does_not_cut_a_sentence_short() -> None:
+    text = "Ask Dr. Smith first. Some foods, e.g. natto, may prevent bone loss. Eat well."
+    [claim] = find_claims([Text("note.md", text, 1)])
+    assert claim.sentence == "Some foods, e.g. natto, may prevent bone loss."
+
+
 def test_the_subject_preheader_and_offer_title_are_named_as_such(
     broken_copy: Callable[..., Path], settings: Settings
 ) -> None:
