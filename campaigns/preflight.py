@@ -21,6 +21,7 @@ from html.parser import HTMLParser
 import jinja2
 from jinja2 import meta
 
+from campaigns import compliance
 from campaigns.content import Campaign
 from newsletter.errors import TemplateError
 from newsletter.settings import Settings
@@ -60,6 +61,7 @@ class CheckReport:
     warnings: list[Finding] = field(default_factory=list)
     spam_score: float | None = None
     spam_rules: list[str] = field(default_factory=list)
+    claims: list[compliance.Claim] = field(default_factory=list)  # health claims, also warnings
     html_bytes: int | None = None
     message: bytes | None = None  # the sample reader's copy that was checked
 
@@ -105,15 +107,18 @@ def check(
     spamassassin: str | None = SPAMASSASSIN,
 ) -> CheckReport:
     """Check a campaign (or bare content) against everything that must hold before sending."""
+    campaign: Campaign | None = None
     if isinstance(campaign_or_content, Campaign):
-        content = campaign_or_content.content
-        name = campaign_or_content.name
+        campaign = campaign_or_content
+        content = campaign.content
+        name = campaign.name
     else:
         content = campaign_or_content
         name = content.name or content.source
     report = CheckReport(name=name)
     where = content.source
     _check_placeholders(content, report)
+    _check_health(content, campaign, settings, report)
     templates_ok = _check_variables(content, report)
     _check_settings(content, settings, report)
     if not content.subject.strip():
@@ -162,8 +167,23 @@ def check(
     text = text_part.get_content() if text_part is not None else ""
     report.html_bytes = len(html.encode("utf-8"))
     _check_html(content, html, text, links, settings, report)
+    _check_disclaimer(content, html, text, settings, report)
     _check_spam(message, report, spamassassin)
     return report
+
+
+def check_system_emails(
+    settings: Settings, *, spamassassin: str | None = None
+) -> dict[str, CheckReport]:
+    """The check of each system email (confirmation, welcome, unsubscribed), which are sent
+    without a campaign check: the welcome email names the free report, a health claim, so it
+    is blocked like a campaign when ``NEWSLETTER_MEDICAL_DISCLAIMER`` is empty."""
+    from campaigns.content import SYSTEM_KINDS, system_email
+
+    return {
+        kind: check(system_email(kind), settings, spamassassin=spamassassin)
+        for kind in SYSTEM_KINDS
+    }
 
 
 def _lines(content: Content) -> list[tuple[str, str]]:
@@ -339,6 +359,41 @@ def _check_html(
         )
 
 
+def _check_health(
+    content: Content, campaign: Campaign | None, settings: Settings, report: CheckReport
+) -> None:
+    """Disease-treatment wording (warnings), no medical disclaimer for it (a problem), and an
+    article without sources (a warning)."""
+    report.claims = compliance.campaign_claims(content, settings.health_terms, campaign)
+    for claim in report.claims:
+        report.warn(claim.where, claim.message)
+    if report.claims and not settings.medical_disclaimer:
+        report.problem(
+            "NEWSLETTER_MEDICAL_DISCLAIMER", compliance.missing_disclaimer_message(report.claims)
+        )
+    if campaign is not None:
+        sources = compliance.check_sources(campaign)
+        if sources is not None:
+            report.warn(*sources)
+
+
+def _check_disclaimer(
+    content: Content, html: str, text: str, settings: Settings, report: CheckReport
+) -> None:
+    """An email with claims must carry the disclaimer that is set in both parts' footer (a
+    layout of one's own may have left ``@@footer@@`` out)."""
+    if not report.claims or not settings.medical_disclaimer:
+        return
+    missing = compliance.disclaimer_in(settings.medical_disclaimer, unescape(html), text)
+    if missing:
+        report.problem(
+            f"{content.source} (layout)",
+            "the email makes health claims but the medical disclaimer "
+            f"(NEWSLETTER_MEDICAL_DISCLAIMER) is missing from the footer of the "
+            f"{' and '.join(missing)} part{'s' if len(missing) > 1 else ''}",
+        )
+
+
 def _check_spam(message: bytes, report: CheckReport, command: str | None) -> None:
     executable = shutil.which(command) if command else None
     if executable is None:
@@ -379,4 +434,11 @@ def _check_spam(message: bytes, report: CheckReport, command: str | None) -> Non
         )
 
 
-__all__ = ["CheckReport", "Finding", "check", "sample_links", "sample_reader"]
+__all__ = [
+    "CheckReport",
+    "Finding",
+    "check",
+    "check_system_emails",
+    "sample_links",
+    "sample_reader",
+]

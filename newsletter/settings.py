@@ -7,6 +7,7 @@ prefix (``database_url = "sqlite:///newsletter.db"``). No other module reads ``o
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from email.utils import parseaddr
 from pathlib import Path
@@ -43,7 +44,16 @@ EXPECTATIONS = {
     "timezone": "an IANA time zone such as UTC or America/New_York",
     "trusted_proxies": "a comma-separated list of IP addresses",
     "capture_port": "a TCP port number",
+    "medical_disclaimer": "one paragraph of plain text for the footer (empty turns it off)",
+    "health_terms": "a comma-separated list of words or phrases, such as detox, boost immunity",
 }
+
+# Shown in the footer of every email unless NEWSLETTER_MEDICAL_DISCLAIMER says otherwise.
+DEFAULT_MEDICAL_DISCLAIMER = (
+    "This newsletter is for information only and is not medical advice. Talk to your doctor "
+    "before changing your diet, supplements or medication."
+)
+_TERM = re.compile(r"[^\W\d_]+(?:['\u2019-][^\W\d_]+)*(?: [^\W\d_]+(?:['\u2019-][^\W\d_]+)*)*")
 
 
 class Settings(BaseSettings):
@@ -75,6 +85,8 @@ class Settings(BaseSettings):
     timezone: str = "UTC"
     check_deliverability: bool = False
     capture_port: int = Field(default=1025, ge=1, le=65535)
+    medical_disclaimer: str = DEFAULT_MEDICAL_DISCLAIMER
+    health_terms: Annotated[list[str], NoDecode] = []
 
     @classmethod
     def settings_customise_sources(
@@ -149,6 +161,28 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("medical_disclaimer")
+    @classmethod
+    def _medical_disclaimer(cls, value: str) -> str:
+        # One paragraph: line breaks and runs of spaces (from a TOML multi-line string) are one
+        # space, and control characters are refused rather than carried into the email.
+        if any((ord(char) < 32 and char not in "\t\r\n") or ord(char) == 127 for char in value):
+            raise ValueError("holds a control character")
+        return " ".join(value.split())
+
+    @field_validator("health_terms", mode="before")
+    @classmethod
+    def _health_terms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list):
+            return value
+        terms = [" ".join(str(item).split()).lower() for item in value]
+        terms = [term for term in terms if term]
+        if not all(_TERM.fullmatch(term) for term in terms):
+            raise ValueError("not a list of words")
+        return terms
 
     @property
     def uses_capture_inbox(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+import textwrap
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -63,7 +64,8 @@ class Sender:
 
 @dataclass(frozen=True)
 class Compiled:
-    """Everything about one content + sender + postal address that is the same for every reader.
+    """Everything about one content + sender + footer (postal address, medical disclaimer) that is
+    the same for every reader.
 
     ``template`` renders one reader's subject (when it holds Jinja), text part and HTML part in
     one pass, separated by NUL characters (which no printed value can hold)."""
@@ -188,8 +190,11 @@ def _fill(template: str, slots: dict[str, str]) -> str:
     return re.sub(r"@@([a-z_]+)@@", lambda m: slots.get(m.group(1), ""), template)
 
 
-def assemble(content: Content, sender: Sender, postal_address: str) -> tuple[str, Protected]:
-    """The MJML document for ``content``, with the marketer's Jinja set aside as tokens."""
+def assemble(
+    content: Content, sender: Sender, postal_address: str, disclaimer: str = ""
+) -> tuple[str, Protected]:
+    """The MJML document for ``content``, with the marketer's Jinja set aside as tokens; the
+    footer carries ``disclaimer`` (the medical disclaimer) above the postal address when given."""
     protected = Protected("")
     subject = protect(content.subject, protected).text
     preheader = protect(content.preheader, protected).text
@@ -199,6 +204,7 @@ def assemble(content: Content, sender: Sender, postal_address: str) -> tuple[str
         "preheader": mjml_text(preheader),
         "brand": mjml_text(sender.name),
         "postal_address": mjml_text(postal_address),
+        "disclaimer": _disclaimer_html(disclaimer),
         "body": body,
     }
     if content.button is not None:
@@ -225,8 +231,27 @@ def assemble(content: Content, sender: Sender, postal_address: str) -> tuple[str
     return _fill(_layout(content.layout), slots), protected
 
 
-def text_source(content: Content, sender: Sender, postal_address: str) -> str:
-    """The Jinja template of the plain-text part, written from the same Markdown."""
+def _disclaimer_html(disclaimer: str) -> str:
+    if not disclaimer.strip():
+        return ""
+    return f'<p class="disclaimer" style="margin:0 0 8px;">{mjml_text(disclaimer)}</p>'
+
+
+def _disclaimer_text(disclaimer: str) -> str:
+    if not disclaimer.strip():
+        return ""
+    wrapped = textwrap.fill(
+        " ".join(disclaimer.translate(ASCII_PUNCTUATION).split()),
+        width=72,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return jinja_text(wrapped) + "\n\n"
+
+
+def text_source(content: Content, sender: Sender, postal_address: str, disclaimer: str = "") -> str:
+    """The Jinja template of the plain-text part, written from the same Markdown; the footer
+    carries ``disclaimer`` first when given."""
     protected = Protected("")
     body = to_text(protect(content.body, protected).text, protected)
     parts = [jinja_text(sender.name), "\n"]
@@ -248,6 +273,7 @@ def text_source(content: Content, sender: Sender, postal_address: str) -> str:
         parts.append(f"FREE REPORT: {title}\n\n{offer_body}{label}:\n{{{{ links.report }}}}\n\n")
         parts.append("{% endif %}")
     parts.append("-- \n")
+    parts.append(_disclaimer_text(disclaimer))
     parts.append(f"You receive this because you subscribed to {jinja_text(sender.name)}.\n")
     parts.append("Unsubscribe: {{ links.unsubscribe }}\n")
     parts.append("Manage your preferences: {{ links.preferences }}\n")
@@ -290,15 +316,18 @@ def _check_marketer_text(content: Content) -> None:
         compile_template(TEXT_ENV, content.offer.body, f"{content.source}: offer")
 
 
-def compile_content(content: Content, sender_header: str, postal_address: str) -> Compiled:
-    """The ``Compiled`` email for ``content`` sent as ``sender_header``; cached."""
-    key = (content, sender_header, postal_address)
+def compile_content(
+    content: Content, sender_header: str, postal_address: str, disclaimer: str = ""
+) -> Compiled:
+    """The ``Compiled`` email for ``content`` sent as ``sender_header``, with ``postal_address``
+    and the medical ``disclaimer`` (empty: none) in its footer; cached."""
+    key = (content, sender_header, postal_address, disclaimer)
     with _lock:
         found = _compiled_cache.get(key)
         if found is not None:
             _compiled_cache.move_to_end(key)
             return found
-    compiled = _compile(content, Sender.parse(sender_header), postal_address)
+    compiled = _compile(content, Sender.parse(sender_header), postal_address, disclaimer)
     with _lock:
         _compiled_cache[key] = compiled
         while len(_compiled_cache) > CACHE_SIZE:
@@ -332,14 +361,15 @@ def _cleaned(content: Content) -> Content:
     )
 
 
-def _compile(content: Content, sender: Sender, postal_address: str) -> Compiled:
+def _compile(content: Content, sender: Sender, postal_address: str, disclaimer: str) -> Compiled:
     content = _cleaned(content)  # NUL among them: it separates the parts of the output
     _check_marketer_text(content)
     postal_address = _clean(postal_address)
-    source, protected = assemble(content, sender, postal_address)
+    disclaimer = _clean(disclaimer)
+    source, protected = assemble(content, sender, postal_address, disclaimer)
     compiled_html, digest = compile_mjml(source)
     html_source = wrap_html(_ascii_html(protected.restore(compiled_html)))
-    text = text_source(content, sender, postal_address)
+    text = text_source(content, sender, postal_address, disclaimer)
     subject_text = " ".join(content.subject.split())
     personal_subject = bool(JINJA_PATTERN.search(content.subject))
     sections = [

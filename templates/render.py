@@ -27,18 +27,24 @@ class Prepared:
     subject_line: bytes | None  # the encoded Subject when it is the same for every reader
 
 
-_prepared: dict[tuple[Content, str, str], Prepared] = {}
+_prepared: dict[tuple[Content, str, str, str], Prepared] = {}
 _lock = threading.Lock()
 MAX_PREPARED = 64
 
 
 def prepare(content: Content, settings: Settings) -> Prepared:
-    """The compiled email for ``content`` under ``settings`` (sender and postal address)."""
-    key = (content, content.sender or settings.sender, settings.postal_address)
+    """The compiled email for ``content`` under ``settings`` (sender, postal address and medical
+    disclaimer)."""
+    key = (
+        content,
+        content.sender or settings.sender,
+        settings.postal_address,
+        settings.medical_disclaimer,
+    )
     found = _prepared.get(key)
     if found is not None:
         return found
-    compiled = compile_content(content, key[1], key[2])
+    compiled = compile_content(content, key[1], key[2], key[3])
     subject_line = None if compiled.personal_subject else header("Subject", compiled.subject_text)
     found = Prepared(compiled, Envelope.build(compiled), subject_line)
     with _lock:
