@@ -47,7 +47,9 @@ def serve(
 ) -> None:
     """Run the web app, the scheduler and the sender in one process."""
     from newsletter.server import serve as run_server
+    from newsletter.startup import refuse_unsendable_system_emails
 
+    refuse_unsendable_system_emails(runtime.settings())
     run_server(runtime.settings(), host=host, port=port)
 
 

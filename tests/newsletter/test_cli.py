@@ -53,3 +53,21 @@ def test_settings_are_read_from_newsletter_toml_in_the_working_directory(tmp_pat
     result = run_cli("db", "upgrade", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert database.exists()
+
+
+def test_serve_refuses_to_start_when_the_system_emails_cannot_be_sent(tmp_path: Path) -> None:
+    result = run_cli(
+        "serve",
+        "--port",
+        "1",
+        env={
+            "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+            "NEWSLETTER_SMTP_URL": "smtp://relay.example:587",
+            "NEWSLETTER_MEDICAL_DISCLAIMER": "",
+        },
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: the system emails cannot be sent:")
+    assert "NEWSLETTER_MEDICAL_DISCLAIMER" in line
+    assert "sample" in line.lower()
