@@ -23,6 +23,8 @@ from campaigns.sequence import SEQUENCES_DIR, Step, parse_sequence
 from newsletter.errors import NewsletterError, NotFoundError
 from newsletter.settings import Settings
 from templates import Content, Reader, render
+from templates.compile import MJML_DIR
+from templates.model import LAYOUTS
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -149,6 +151,16 @@ class Catalog:
                 return system_email(step.content_name.removeprefix("system:"), self.content_root)
             return load_campaign(step.content_name, self.content_root).content
         raise NotFoundError(f"email {key!r}: not an email of this preview")
+
+    def layout_file(self, key: str) -> str | None:
+        """The MJML layout file ``key`` renders with, to name it beside a template error."""
+        try:
+            layout = self.content(key).layout
+        except NewsletterError:
+            return None
+        if layout in LAYOUTS:
+            return str(MJML_DIR / "layouts" / f"{layout}.mjml")
+        return layout
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` names an email here (even one whose file is broken)."""

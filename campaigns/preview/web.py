@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -39,6 +40,26 @@ HEARTBEAT_SECONDS = 15.0
 SendTest = Callable[[str, bytes], str]
 
 
+LOCATION = re.compile(r"^(?P<file>[^\n:]+?):(?P<line>\d+):\s*(?P<message>.*)$", re.S)
+
+
+def located(message: str) -> dict[str, Any]:
+    """An error message split into its file, line and message, with the lines around it."""
+    match = LOCATION.match(message)
+    if match is None:
+        return {"file": None, "line": None, "message": message, "excerpt": []}
+    path, line = Path(match["file"]), int(match["line"])
+    excerpt: list[tuple[int, str]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        excerpt = [
+            (n, lines[n - 1]) for n in range(max(1, line - 2), min(len(lines), line + 2) + 1)
+        ]
+    except (OSError, UnicodeDecodeError):
+        pass
+    return {"file": match["file"], "line": line, "message": match["message"], "excerpt": excerpt}
+
+
 def create_preview_router(
     catalog: Catalog,
     feed: ChangeFeed,
@@ -54,6 +75,8 @@ def create_preview_router(
     csrf_token = secrets.token_urlsafe(32)
 
     def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        if context.get("error"):
+            context["where"] = located(context["error"])
         html = PAGES.get_template(name).render(version=feed.version, inbox_url=inbox_url, **context)
         return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
 
@@ -110,6 +133,7 @@ def create_preview_router(
                 return page("email.html", 404, error=error.message, **context)
             return page("email.html", 422, error=error.message, **context)
         except NewsletterError as error:
+            context["layout_file"] = catalog.layout_file(key)
             return page("email.html", 422, error=error.message, **context)
         return page("email.html", **context)
 
