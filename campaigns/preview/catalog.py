@@ -89,12 +89,14 @@ class Catalog:
         self.content_root = content_root or CONTENT_DIR
         self.sequences_root = sequences_root or SEQUENCES_DIR
         self._glances: dict[Content, CheckReport] = {}
+        self._full: dict[Content, CheckReport] = {}
         self._lock = threading.Lock()
 
     def forget(self) -> None:
         """Drop the cached preflight results (after any file changed)."""
         with self._lock:
             self._glances.clear()
+            self._full.clear()
 
     # ------------------------------------------------------------ listing
 
@@ -187,7 +189,13 @@ class Catalog:
         """The whole preflight, spam score included when ``spamassassin`` is given."""
         if spamassassin is None:
             return self.glance(content)
-        return check(content, self.settings, spamassassin=spamassassin)
+        with self._lock:
+            found = self._full.get(content)
+        if found is None:  # SpamAssassin takes a second: once per version of the files
+            found = check(content, self.settings, spamassassin=spamassassin)
+            with self._lock:
+                self._full[content] = found
+        return found
 
     def render(self, content: Content, reader: Reader, key: str) -> Rendered:
         """``reader``'s copy of ``content`` with sample links (never a real reader's tokens)."""

@@ -198,6 +198,12 @@ def test_send_test_goes_to_the_capture_inbox_and_only_to_the_address_typed(
     expect(page.locator("#text-part")).to_contain_text("Hi Sam,")
     expect(page.locator("#header-block")).to_contain_text("<designer@example.org>")
 
+    page.set_viewport_size(PHONE)
+    assert not overflows(page)
+    page.goto(f"{preview_site.url}/inbox")
+    expect(page.get_by_text("designer@example.org")).to_be_visible()
+    assert not overflows(page)
+
     [message] = preview_site.captured()
     assert message.recipients == ["designer@example.org"]
     assert b"sam.sample@example.org" not in message.raw
