@@ -191,9 +191,17 @@ def create_preview_router(
 
     @router.get("/events")
     async def events(request: Request, since: int = 0) -> StreamingResponse:
+        # A reconnecting EventSource says what it saw last; a restarted server counts from 0
+        # again, so a page that saw more than this server has is simply told to update.
+        last = request.headers.get("last-event-id", "")
+        seen_before = max(since, int(last) if last.isdigit() else 0)
+
         async def stream() -> AsyncIterator[str]:
-            seen = since
+            seen = seen_before
             yield "retry: 1000\n\n"
+            if seen > feed.version:
+                seen = feed.version
+                yield f"id: {seen}\nevent: change\ndata: {seen}\n\n"
             while not feed.closed:
                 if seen < feed.version:
                     seen = feed.version

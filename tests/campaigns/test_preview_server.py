@@ -104,3 +104,18 @@ def test_saving_a_sequence_file_sends_a_change_event(site: PreviewSite) -> None:
     assert "event: change" in received
     with site.client() as client:
         assert "3d after the previous step" in client.get("/").text
+
+
+def test_a_page_from_before_a_restart_is_told_to_update_at_once(site: PreviewSite) -> None:
+    with (
+        httpx.Client(base_url=site.url, timeout=httpx.Timeout(20)) as client,
+        client.stream("GET", "/events?since=7") as stream,
+    ):
+        lines = stream.iter_lines()
+        assert [next(lines) for _ in range(5)] == [
+            "retry: 1000",
+            "",
+            "id: 0",
+            "event: change",
+            "data: 0",
+        ]
