@@ -143,7 +143,9 @@ def create_preview_app(
         )
     )
     if settings.uses_capture_inbox:
-        app.include_router(create_inbox_router(database, settings.capture_port))
+        app.include_router(
+            create_inbox_router(database, settings.capture_port, home=("/", "Email preview"))
+        )
     app.add_middleware(SecurityHeaders)
     if local_only:
         app.add_middleware(LocalHostsOnly)

@@ -21,7 +21,11 @@ PAGES = Environment(
 SANDBOX_CSP = "sandbox; default-src 'none'; img-src data: https: http:; style-src 'unsafe-inline'"
 
 
-def create_inbox_router(database: Database, smtp_port: int) -> APIRouter:
+def create_inbox_router(
+    database: Database, smtp_port: int, home: tuple[str, str] | None = None
+) -> APIRouter:
+    """The inbox's pages under ``/inbox``; ``home`` (URL, label) adds a link back to the host app
+    (the preview server passes its index)."""
     router = APIRouter(prefix="/inbox", tags=["capture inbox"], include_in_schema=False)
 
     def find(message_id: int) -> capture.CapturedMessage:
@@ -36,6 +40,7 @@ def create_inbox_router(database: Database, smtp_port: int) -> APIRouter:
         html = PAGES.get_template("inbox.html").render(
             messages=messages,
             message=None,
+            home=home,
             smtp_port=smtp_port,
             total=capture.count_messages(database),
         )
@@ -47,6 +52,7 @@ def create_inbox_router(database: Database, smtp_port: int) -> APIRouter:
         parsed = _parse(message.raw)
         html = PAGES.get_template("inbox.html").render(
             message=message,
+            home=home,
             has_html=_part(parsed, "html") is not None,
             text=_part(parsed, "plain"),
             header_block=_header_block(message.raw),

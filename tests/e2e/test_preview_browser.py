@@ -203,6 +203,8 @@ def test_send_test_goes_to_the_capture_inbox_and_only_to_the_address_typed(
     page.goto(f"{preview_site.url}/inbox")
     expect(page.get_by_text("designer@example.org")).to_be_visible()
     assert not overflows(page)
+    page.get_by_role("link", name="Email preview").click()
+    expect(page.get_by_role("heading", name="Every email this newsletter can send")).to_be_visible()
 
     [message] = preview_site.captured()
     assert message.recipients == ["designer@example.org"]
