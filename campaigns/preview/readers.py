@@ -21,8 +21,9 @@ from subscribers.models import Subscriber
 from templates import Content, Reader
 
 READERS_FILE = Path(__file__).parent / "readers.yaml"
-READER_FIELDS = frozenset({"id", "label", "email", "name", "tags", "attributes", "timezone"})
-READER_FIELDS = READER_FIELDS | {"has_report"}
+READER_FIELDS = frozenset(
+    {"id", "label", "email", "name", "tags", "attributes", "timezone", "has_report"}
+)
 DEFAULT_CHOICE = "sample"
 
 
