@@ -21,7 +21,11 @@ PAGES = Environment(
 SANDBOX_CSP = "sandbox; default-src 'none'; img-src data: https: http:; style-src 'unsafe-inline'"
 
 
-def create_inbox_router(database: Database, smtp_port: int) -> APIRouter:
+def create_inbox_router(
+    database: Database, smtp_port: int, home: tuple[str, str] | None = None
+) -> APIRouter:
+    """The inbox's pages under ``/inbox``; ``home`` (URL, label) adds a link back to the host app
+    (the preview server passes its index)."""
     router = APIRouter(prefix="/inbox", tags=["capture inbox"], include_in_schema=False)
 
     def find(message_id: int) -> capture.CapturedMessage:
@@ -34,7 +38,11 @@ def create_inbox_router(database: Database, smtp_port: int) -> APIRouter:
     def inbox() -> HTMLResponse:
         messages = capture.list_messages(database)
         html = PAGES.get_template("inbox.html").render(
-            messages=messages, message=None, smtp_port=smtp_port
+            messages=messages,
+            message=None,
+            home=home,
+            smtp_port=smtp_port,
+            total=capture.count_messages(database),
         )
         return HTMLResponse(html)
 
@@ -44,9 +52,11 @@ def create_inbox_router(database: Database, smtp_port: int) -> APIRouter:
         parsed = _parse(message.raw)
         html = PAGES.get_template("inbox.html").render(
             message=message,
+            home=home,
             has_html=_part(parsed, "html") is not None,
             text=_part(parsed, "plain"),
-            headers=list(parsed.items()),
+            header_block=_header_block(message.raw),
+            attachments=_attachments(parsed),
         )
         return HTMLResponse(html)
 
@@ -77,10 +87,30 @@ def _parse(raw: bytes) -> EmailMessage:
 
 
 def _part(message: EmailMessage, subtype: str) -> str | None:
-    body = message.get_body(preferencelist=(subtype,))
-    if body is None:
-        return None
     try:
+        body = message.get_body(preferencelist=(subtype,))
+        if body is None:
+            return None
         return str(body.get_content())
-    except (LookupError, ValueError):
+    except Exception:  # any program's mail is shown: a bad charset or part is "no such part"
         return None
+
+
+def _header_block(raw: bytes) -> str:
+    """The headers exactly as received (folded lines and encoded words as they came)."""
+    end = min((i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0), default=-1)
+    block = raw if end < 0 else raw[:end]
+    return block.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+def _attachments(message: EmailMessage) -> list[tuple[str, str, int]]:
+    """(file name, content type, size in bytes) of each attachment."""
+    found = []
+    try:
+        for part in message.iter_attachments():
+            payload = part.get_payload(decode=True)
+            size = len(payload) if isinstance(payload, bytes) else 0
+            found.append((part.get_filename() or "(no name)", part.get_content_type(), size))
+    except Exception:
+        return found
+    return found
