@@ -50,9 +50,9 @@ class Step:
     when: str | None = None  # a segment expression the reader must match
 
     def content(self, root: Path | None = None) -> Content:
-        """What this step sends (read once per version of its file)."""
+        """What this step sends, from the content folder ``root`` (default the shipped one)."""
         if self.content_name.startswith("system:"):
-            return system_email(self.content_name.removeprefix("system:"))
+            return system_email(self.content_name.removeprefix("system:"), root)
         return load_campaign(self.content_name, root).content
 
 
@@ -76,25 +76,28 @@ class Sequence:
         raise NotFoundError(f"sequence {self.name!r} has no step {step_id!r}")
 
 
-def load_sequence(name: str, root: Path | None = None) -> Sequence:
-    """The sequence ``NAME`` (the file ``NAME.yaml`` under ``root``, default the shipped ones)."""
+def load_sequence(
+    name: str, root: Path | None = None, content_root: Path | None = None
+) -> Sequence:
+    """The sequence ``NAME`` (the file ``NAME.yaml`` under ``root``, default the shipped ones),
+    its steps checked against the content folder ``content_root`` (default the shipped one)."""
     directory = root or SEQUENCES_DIR
     if not name or not STEP_ID.match(name):
         raise NotFoundError(f"sequence {name!r}: not a sequence name")
     path = directory / f"{name}.yaml"
     if not path.is_file():
-        known = ", ".join(s.name for s in list_sequences(directory)) or "none"
+        known = ", ".join(p.stem for p in sorted(directory.glob("*.yaml"))) or "none"
         raise NotFoundError(f"sequence {name!r}: no file {path} (sequences: {known})")
-    return parse_sequence(path)
+    return parse_sequence(path, content_root)
 
 
-def list_sequences(root: Path | None = None) -> list[Sequence]:
+def list_sequences(root: Path | None = None, content_root: Path | None = None) -> list[Sequence]:
     """Every sequence under ``root``, by name."""
     directory = root or SEQUENCES_DIR
-    return [parse_sequence(path) for path in sorted(directory.glob("*.yaml"))]
+    return [parse_sequence(path, content_root) for path in sorted(directory.glob("*.yaml"))]
 
 
-def parse_sequence(path: Path) -> Sequence:
+def parse_sequence(path: Path, content_root: Path | None = None) -> Sequence:
     """Read and validate one sequence file; ``ContentError`` names the file and the step."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -106,7 +109,9 @@ def parse_sequence(path: Path) -> Sequence:
         raise ContentError(f"{path}: cannot be read ({error})") from None
     if not isinstance(data, dict) or not isinstance(data.get("steps"), list) or not data["steps"]:
         raise ContentError(f"{path}: expected a mapping with a non-empty list of steps")
-    steps = tuple(_parse_step(path, index, raw) for index, raw in enumerate(data["steps"], 1))
+    steps = tuple(
+        _parse_step(path, index, raw, content_root) for index, raw in enumerate(data["steps"], 1)
+    )
     ids = [step.id for step in steps]
     duplicates = sorted({step_id for step_id in ids if ids.count(step_id) > 1})
     if duplicates:
@@ -119,7 +124,7 @@ def parse_sequence(path: Path) -> Sequence:
     )
 
 
-def _parse_step(path: Path, index: int, raw: Any) -> Step:
+def _parse_step(path: Path, index: int, raw: Any, content_root: Path | None) -> Step:
     where = f"{path}: step {index}"
     if not isinstance(raw, dict):
         raise ContentError(f"{where}: expected a mapping with id, content (or system) and delay")
@@ -132,7 +137,7 @@ def _parse_step(path: Path, index: int, raw: Any) -> Step:
     where = f"{path}: step {step_id!r}"
     return Step(
         id=step_id,
-        content_name=_content_name(where, raw),
+        content_name=_content_name(where, raw, content_root),
         delay=_delay(where, raw.get("delay", "0m")),
         after_confirmation=_anchor(where, raw.get("from", "previous")) or index == 1,
         window=_window(where, raw.get("window")),
@@ -140,7 +145,7 @@ def _parse_step(path: Path, index: int, raw: Any) -> Step:
     )
 
 
-def _content_name(where: str, raw: dict[str, Any]) -> str:
+def _content_name(where: str, raw: dict[str, Any], content_root: Path | None) -> str:
     if ("content" in raw) == ("system" in raw):
         raise ContentError(f"{where}: give exactly one of content (a campaign) or system")
     if "system" in raw:
@@ -150,7 +155,7 @@ def _content_name(where: str, raw: dict[str, Any]) -> str:
         return f"system:{kind}"
     name = str(raw["content"])
     try:
-        load_campaign(name)
+        load_campaign(name, content_root)
     except NotFoundError as error:
         raise ContentError(f"{where}: {error.message}") from None
     return name

@@ -105,7 +105,7 @@ class Catalog:
         sections = [self._section("System emails", [f"system/{k}" for k in SYSTEM_KINDS])]
         for path in sorted(self.sequences_root.glob("*.yaml")):
             try:
-                sequence = parse_sequence(path)
+                sequence = parse_sequence(path, self.content_root)
             except NewsletterError as error:
                 sections.append(Section(f"Sequence {path.stem}", error=error.message))
                 continue
@@ -148,10 +148,7 @@ class Catalog:
             path = self.sequences_root / f"{parts[1]}.yaml"
             if not path.is_file():
                 raise NotFoundError(f"sequence {parts[1]!r}: no file {path}")
-            step = parse_sequence(path).step(parts[2])
-            if step.content_name.startswith("system:"):
-                return system_email(step.content_name.removeprefix("system:"), self.content_root)
-            return load_campaign(step.content_name, self.content_root).content
+            return parse_sequence(path, self.content_root).step(parts[2]).content(self.content_root)
         raise NotFoundError(f"email {key!r}: not an email of this preview")
 
     def layout_file(self, key: str) -> str | None:
