@@ -15,6 +15,7 @@ from scheduler.deliveries import State
 from scheduler.sequences import (
     after_delay,
     enqueue_due_steps,
+    enrol,
     into_window,
     leave,
     sequence_status,
@@ -223,7 +224,7 @@ def test_an_edited_file_applies_to_readers_not_yet_past_the_change_and_never_res
     sent_a = timeline(database, fresh)[key("a")]
 
     (course / "course.yaml").write_text(COURSE_EDITED)
-    run_clock(database, now, now + timedelta(days=3), root=course, tick=timedelta(minutes=30))
+    run_clock(database, now, now + timedelta(days=3), root=course, tick=timedelta(hours=3))
 
     fresh_got = timeline(database, fresh)
     assert set(fresh_got) == {key("a"), key("y"), key("c")}  # never x nor b
@@ -262,3 +263,57 @@ def test_a_step_whose_condition_the_reader_fails_is_skipped_and_the_next_follows
         State.SENT,
         now + timedelta(hours=2),
     )
+
+
+def test_a_changed_delay_applies_to_readers_still_waiting_for_that_step(
+    sqlite_database: Database, course: Path
+) -> None:
+    database = sqlite_database
+    now = utc(2026, 11, 10, 9)
+    reader = add_confirmed_reader(database, "delay@example.org", now, root=course)
+    run_clock(database, now, now + timedelta(hours=2), root=course)
+
+    (course / "course.yaml").write_text(
+        COURSE.replace("delay: 1d\n  - id: c", "delay: 3h\n  - id: c")
+    )
+    run_clock(database, now + timedelta(hours=3), now + timedelta(days=2), root=course)
+
+    got = timeline(database, reader)
+    assert got[key("b")] == (State.SENT, now + timedelta(hours=3))
+    assert got[key("c")] == (State.SENT, now + timedelta(days=1, hours=3))
+
+
+def test_a_sequence_file_that_does_not_parse_neither_blocks_confirmation_nor_loses_readers(
+    sqlite_database: Database, course: Path
+) -> None:
+    database = sqlite_database
+    (course / "course.yaml").write_text("steps: [not, valid")
+    now = utc(2026, 11, 10, 9)
+    reader = add_confirmed_reader(database, "early@example.org", now, root=course)
+    assert timeline(database, reader) == {}
+
+    (course / "course.yaml").write_text(COURSE)  # fixed: the reader starts from the first step
+    run_clock(database, now + timedelta(hours=1), now + timedelta(days=3), root=course)
+
+    assert {state for state, _ in timeline(database, reader).values()} == {State.SENT}
+    assert set(timeline(database, reader)) == {key("a"), key("b"), key("c")}
+
+
+def test_a_reader_who_comes_back_resumes_without_getting_a_step_twice(
+    sqlite_database: Database, course: Path
+) -> None:
+    database = sqlite_database
+    now = utc(2026, 11, 10, 9)
+    reader = add_confirmed_reader(database, "back@example.org", now, root=course)
+    deliver_due(database, now)
+    with database.session() as session:
+        leave(session, reader, now=now + timedelta(hours=1), root=course)
+    later = now + timedelta(days=5)
+    with database.session() as session:
+        enrol(session, reader, now=later, root=course)
+    run_clock(database, later, later + timedelta(days=3), root=course)
+
+    got = timeline(database, reader)
+    assert got[key("a")] == (State.SENT, now)
+    assert got[key("b")] == (State.SENT, later + timedelta(days=1))
+    assert got[key("c")][0] == State.SENT
