@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from newsletter.db import Database, open_database
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings
+from scheduler.system_mail import OutboxEvents
 from scheduler.web import create_inbox_router
 from subscribers.events import SubscriberEvents
 from subscribers.web import create_router as create_subscriber_router
@@ -50,13 +51,13 @@ def create_app(
     """The web app for ``settings``.
 
     Opens (and migrates) the database unless one is given; ``events`` receives what readers do
-    (the shell's mailer unless a test passes its own).
+    (the deliveries outbox, ``OutboxEvents``, unless a test passes its own: the confirmation
+    and welcome emails become delivery rows in the request's transaction, and a worker, in this
+    process or another, sends them).
     """
     database = database or open_database(settings)
     if events is None:
-        from newsletter.mailer import Mailer
-
-        events = Mailer(settings, database)
+        events = OutboxEvents(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -44,12 +44,13 @@ def session() -> Iterator[Session]:
 
 
 def subscriber_events() -> SubscriberEvents:
-    """The shell's implementation of the store's hook: renders and sends what readers need."""
+    """The shell's implementation of the store's hook: the deliveries outbox, written in the
+    store's own transactions (the worker sends the rows)."""
     global _events
     if _events is None:
-        from newsletter.mailer import Mailer
+        from scheduler.system_mail import OutboxEvents
 
-        _events = Mailer(settings(), database())
+        _events = OutboxEvents(settings())
     return _events
 
 

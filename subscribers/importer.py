@@ -10,7 +10,8 @@ reader, and an erased address (kept only as a suppression hash) is never added a
 
 The whole import is one transaction: an interrupted import (a database error, Ctrl-C) stores
 nothing, and running the same file again is harmless. Readers imported as ``pending`` are handed
-to the ``SubscriberEvents`` hook after the commit, one confirmation email each. The price, on
+to the ``SubscriberEvents`` hook inside the import's transaction, one confirmation email each
+(queued in the deliveries outbox, so they exist exactly when the readers do). The price, on
 SQLite: a signup that arrives during a long import waits for its commit (up to the 60 s busy
 timeout), since SQLite has one writer at a time; PostgreSQL signups proceed alongside, and a
 signup of an address the import also holds wins (ON CONFLICT DO NOTHING).
@@ -62,6 +63,7 @@ from sqlalchemy import (
     null,
     select,
 )
+from sqlalchemy.orm import Session
 
 from newsletter.db import Database, UTCDateTime, utcnow
 from newsletter.errors import ImportRowError, ValidationError
@@ -702,7 +704,7 @@ def import_csv(
 
     ``confirmed`` records the import as each new reader's consent (kind ``import``, form = the
     file name, or ``source``); ``pending`` asks ``events`` for one confirmation email per new
-    reader, after the commit. Bad rows are passed to ``on_bad_row`` (and the first
+    reader, inside the import's transaction. Bad rows are passed to ``on_bad_row`` (and the first
     ``MAX_KEPT_ERRORS`` kept in the summary); ``on_progress(bytes_read, total_bytes)`` is called
     after each chunk. Raises ``ValidationError``, before storing anything, when the status is not
     given, the file cannot be read or its header has no email column. A large file is parsed in
@@ -738,13 +740,16 @@ def import_csv(
                 if on_progress is not None:
                     on_progress(chunk.bytes_read, total)
             writer.close()
+            if status is Status.PENDING and events is not None and summary.new_ids:
+                # In the import's transaction: the confirmation emails exist exactly when the
+                # readers do (a session joined to this connection never commits it itself).
+                with Session(bind=connection) as session:
+                    events.confirmations_requested(session, list(summary.new_ids))
+                    session.flush()
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
-    if status is Status.PENDING and events is not None:
-        for id_ in summary.new_ids:
-            events.confirmation_requested(id_)
     return summary
 
 

@@ -196,9 +196,7 @@ def create_router(settings: Settings) -> APIRouter:
             return form_page(429, fields, {"form_error": message})
         # A filled honeypot is a bot: answer as if all went well, and keep nothing.
         if not fields.get("website"):
-            outcome = await run_in_threadpool(_record_signup, database, signup_request)
-            if outcome.send_confirmation and outcome.subscriber_id is not None:
-                events.confirmation_requested(outcome.subscriber_id)
+            await run_in_threadpool(_record_signup, database, signup_request, events)
         if wants_json:
             return JSONResponse(
                 {"status": "accepted", "message": "Check your inbox to confirm."}, status_code=202
@@ -234,11 +232,11 @@ def create_router(settings: Settings) -> APIRouter:
                     ip=client_address(request, settings.trusted_proxies),
                     user_agent=request.headers.get("user-agent"),
                 )
-                subscriber_id, subscriber_key = subscriber.id, subscriber.key
+                subscriber_key = subscriber.key
+                if newly:  # the reader enters the sequences in the same transaction
+                    events.confirmed(session, subscriber.id)
         except (TokenError, NotFoundError) as error:
             return _link_error(error)
-        if newly:
-            events.confirmed(subscriber_id)
         report = signed_url(settings.base_url, secret, Purpose.REPORT, subscriber_key)
         return message_page(
             "You are subscribed",
@@ -267,11 +265,10 @@ def create_router(settings: Settings) -> APIRouter:
             key = read_token(secret, Purpose.UNSUBSCRIBE, token)
             with database.session() as session:
                 subscriber, newly = flow.unsubscribe(session, key, source="unsubscribe:one-click")
-                subscriber_id = subscriber.id
+                if newly:  # the reader leaves every sequence in the same transaction
+                    events.unsubscribed(session, subscriber.id)
         except (TokenError, NotFoundError) as error:
             return _link_error(error)
-        if newly:
-            events.unsubscribed(subscriber_id)
         return message_page(
             "You are unsubscribed",
             "We will not send you any more email. Sorry to see you go.",
@@ -353,9 +350,15 @@ def create_router(settings: Settings) -> APIRouter:
     return router
 
 
-def _record_signup(database: Database, request: flow.SignupRequest) -> flow.SignupOutcome:
+def _record_signup(
+    database: Database, request: flow.SignupRequest, events: SubscriberEvents
+) -> flow.SignupOutcome:
+    """Store the signup and, in the same transaction, ask for its confirmation email."""
     with database.session() as session:
-        return flow.signup(session, request)
+        outcome = flow.signup(session, request)
+        if outcome.send_confirmation and outcome.subscriber_id is not None:
+            events.confirmation_requested(session, outcome.subscriber_id)
+        return outcome
 
 
 def _report_response(settings: Settings) -> Response:

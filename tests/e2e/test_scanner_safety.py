@@ -11,16 +11,15 @@ from playwright.sync_api import Page, expect
 
 from newsletter.settings import Settings
 from subscribers.models import Consent, Status
-from tests.conftest import ReceivedMail, SmtpServer, stop_live_server
-from tests.subscribers.conftest import LINK, Site, links_in, start_site
+from tests.conftest import ReceivedMail, SmtpServer
+from tests.subscribers.conftest import LINK, Site, links_in, start_site, stop_site
 
 
 @pytest.fixture
 def scanner_site(make_settings: Callable[..., Settings], smtp_server: SmtpServer) -> Iterator[Site]:
     site = start_site(make_settings, smtp_server)
     yield site
-    stop_live_server(site.live)
-    site.database.dispose()
+    stop_site(site)
 
 
 def scan(mail: ReceivedMail, site: Site) -> int:

@@ -10,8 +10,8 @@ from playwright.sync_api import Page, expect
 
 from newsletter.settings import Settings
 from subscribers.models import Status
-from tests.conftest import SmtpServer, stop_live_server
-from tests.subscribers.conftest import Site, links_in, start_site, unsubscribe_url
+from tests.conftest import SmtpServer
+from tests.subscribers.conftest import Site, links_in, start_site, stop_site, unsubscribe_url
 
 VIEWPORTS = {"phone": {"width": 320, "height": 640}, "desktop": {"width": 1280, "height": 800}}
 
@@ -20,8 +20,7 @@ VIEWPORTS = {"phone": {"width": 320, "height": 640}, "desktop": {"width": 1280, 
 def browser_site(make_settings: Callable[..., Settings], smtp_server: SmtpServer) -> Iterator[Site]:
     site = start_site(make_settings, smtp_server)
     yield site
-    stop_live_server(site.live)
-    site.database.dispose()
+    stop_site(site)
 
 
 def _overflows(page: Page) -> bool:

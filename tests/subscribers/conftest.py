@@ -1,10 +1,13 @@
-"""Fixtures for the reader's side: the web app on a real port, mailing a real SMTP server."""
+"""Fixtures for the reader's side: the web app on a real port and a worker sending its outbox
+(the confirmation and welcome emails are delivery rows) to a real SMTP server."""
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,6 +17,8 @@ from sqlalchemy import func, select
 from newsletter.app import create_app
 from newsletter.db import Database, open_database
 from newsletter.settings import Settings
+from scheduler.system_mail import message_render
+from scheduler.worker import WorkerOptions, run_worker
 from subscribers.models import Consent, StatusChange, Subscriber, SubscriberTag
 from tests.conftest import (
     LiveServer,
@@ -36,6 +41,8 @@ class Site:
     database: Database
     smtp: SmtpServer
     live: LiveServer
+    worker: threading.Thread
+    stop_worker: threading.Event
 
     def client(self, **options: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **options)
@@ -72,7 +79,25 @@ def start_site(
     settings = settings_factory(base_url=f"http://127.0.0.1:{port}", smtp_url=smtp.url, **overrides)
     database = open_database(settings)
     live = start_live_server(create_app(settings, database), port=port)
-    return Site(live.url, settings, database, smtp, live)
+    stop = threading.Event()
+    render = message_render(settings, database.secret_key(settings))
+    options = WorkerOptions(poll_interval=0.05, lease=timedelta(seconds=30), retry_base=0.2)
+    worker = threading.Thread(
+        target=run_worker,
+        args=(settings, database, render),
+        kwargs={"stop_event": stop, "options": options},
+        daemon=True,
+    )
+    worker.start()
+    return Site(live.url, settings, database, smtp, live, worker, stop)
+
+
+def stop_site(site: Site) -> None:
+    """Stop the web server and the worker, then close the store."""
+    stop_live_server(site.live)
+    site.stop_worker.set()
+    site.worker.join(timeout=30)
+    site.database.dispose()
 
 
 @pytest.fixture
@@ -82,8 +107,7 @@ def site(
     """The whole product on SQLite and on PostgreSQL, mailing an aiosmtpd server."""
     running = start_site(make_settings, smtp_server, database_url=database_url)
     yield running
-    stop_live_server(running.live)
-    running.database.dispose()
+    stop_site(running)
 
 
 @pytest.fixture
@@ -91,8 +115,7 @@ def sqlite_site(make_settings: Callable[..., Settings], smtp_server: SmtpServer)
     """The whole product on SQLite only, for tests about the web layer rather than the store."""
     running = start_site(make_settings, smtp_server)
     yield running
-    stop_live_server(running.live)
-    running.database.dispose()
+    stop_site(running)
 
 
 def unsubscribe_url(mail: ReceivedMail) -> str:

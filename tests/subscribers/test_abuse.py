@@ -12,7 +12,7 @@ from subscribers.addresses import address_hash
 from subscribers.models import Status, Suppression
 from subscribers.signup import SignupRequest, signup
 from tests.conftest import SmtpServer
-from tests.subscribers.conftest import Site, start_site
+from tests.subscribers.conftest import Site, start_site, stop_site
 
 
 def test_one_address_gets_one_confirmation_however_often_it_signs_up(sqlite_site: Site) -> None:
@@ -74,9 +74,7 @@ def test_a_client_over_the_signup_limit_gets_429(
             ]
             form = client.post("/subscribe", data={"email": "r9@example.org"})
     finally:
-        from tests.conftest import stop_live_server
-
-        stop_live_server(site.live)
+        stop_site(site)
     assert codes == [202, 202, 202, 429, 429]
     assert form.status_code == 429
     assert "Too many signups" in form.text
@@ -104,9 +102,7 @@ def test_forwarded_addresses_count_only_behind_a_trusted_proxy(
                 headers={"X-Forwarded-For": "203.0.113.1"},
             ).status_code
     finally:
-        from tests.conftest import stop_live_server
-
-        stop_live_server(site.live)
+        stop_site(site)
     assert codes == [202, 202, 202]
     assert repeat == 429
 

@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from email_validator import EmailNotValidError, validate_email
@@ -16,6 +17,8 @@ from sqlalchemy import func, select
 
 from newsletter.db import Database, utcnow
 from newsletter.errors import ValidationError
+from scheduler.deliveries import Delivery
+from scheduler.system_mail import OutboxEvents
 from subscribers import importer
 from subscribers.addresses import address_hash, normalise_address
 from subscribers.events import RecordedEvents
@@ -115,30 +118,38 @@ def test_confirmed_import_records_the_file_as_each_readers_consent_and_history(
     assert (change.old_status, change.new_status, change.source) == (None, "confirmed", "import")
 
 
-def test_pending_import_asks_for_one_confirmation_per_new_reader_after_the_commit(
+def test_pending_import_queues_one_confirmation_per_new_reader_in_its_own_transaction(
     database: Database, tmp_path: Path
 ) -> None:
     add_reader(database, "old@example.com", "confirmed")
     path = write_csv(tmp_path, "email\nnew1@example.com\nold@example.com\nnew2@example.com\n")
 
-    class SeesCommittedReaders(RecordedEvents):
-        def confirmation_requested(self, subscriber_id: int) -> None:
-            # A fresh session sees the reader: the import committed before asking.
-            with database.session() as session:
-                assert session.get(Subscriber, subscriber_id) is not None
-            super().confirmation_requested(subscriber_id)
-
-    events = SeesCommittedReaders()
-    summary = import_csv(path, "pending", database=database, events=events)
+    summary = import_csv(path, "pending", database=database, events=OutboxEvents())
 
     stored = readers(database)
     new_ids = {stored["new1@example.com"].id, stored["new2@example.com"].id}
-    assert {id_ for _, id_ in events.events} == new_ids
-    assert len(events.events) == 2
+    with database.session() as session:
+        queued = set(session.execute(select(Delivery.message, Delivery.subscriber_id)).all())
+    assert queued == {("system:confirmation:1", reader) for reader in new_ids}
     assert (summary.imported, summary.already_present) == (2, 1)
     assert stored["new1@example.com"].status == "pending"
     assert stored["new1@example.com"].confirmation_sent_at is not None
     assert count(database, Consent) == 1  # only the old reader's: a pending reader has none yet
+
+
+def test_a_pending_import_whose_confirmations_cannot_be_queued_stores_nothing(
+    database: Database, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path, "email\nnew1@example.com\nnew2@example.com\n")
+
+    class Broken(RecordedEvents):
+        def confirmations_requested(self, session: Any, subscriber_ids: Any) -> None:
+            raise RuntimeError("the outbox is unavailable")
+
+    with pytest.raises(RuntimeError):
+        import_csv(path, "pending", database=database, events=Broken())
+
+    assert count(database, Subscriber) == 0
 
 
 def test_import_requires_the_marketer_to_choose_confirmed_or_pending(
