@@ -15,6 +15,7 @@ from campaigns.cli import app as campaign_app
 from newsletter import runtime
 from newsletter.errors import NewsletterError
 from scheduler import cli as scheduler_cli
+from scheduler import sequence_cli
 from subscribers.cli import app as subscribers_app
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(scheduler_cli.app, name="deliveries")
+app.add_typer(sequence_cli.app, name="sequence")
 app.command("worker")(scheduler_cli.worker)
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
