@@ -26,6 +26,7 @@ the lock away, which takes its TCP keepalive time: about 25 s with the settings 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -233,10 +234,8 @@ class Leadership:
         """Forget the lock: closing its connection or file releases it wherever it still exists."""
         self._held = False
         if self._connection is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._connection.close()
-            except Exception:
-                pass
             self._connection = None
         if self._file is not None:
             self._file.close()
