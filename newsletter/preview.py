@@ -29,8 +29,8 @@ from campaigns.preview.web import create_preview_router
 from newsletter.app import SecurityHeaders
 from newsletter.db import Database, open_database
 from newsletter.errors import DeliveryError
-from newsletter.smtp import open_smtp
 from newsletter.settings import Settings
+from newsletter.smtp import open_smtp
 from scheduler.capture import CaptureInbox
 from scheduler.web import create_inbox_router
 from subscribers.addresses import normalise_address
