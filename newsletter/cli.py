@@ -29,6 +29,13 @@ app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(scheduler_cli.app, name="deliveries")
 app.command("worker")(scheduler_cli.worker)
+# Scheduling lives in the scheduler; campaigns may not import it, so the shell attaches it.
+campaign_app.command("schedule")(scheduler_cli.schedule)
+campaign_app.command("pause")(scheduler_cli.pause)
+campaign_app.command("resume")(scheduler_cli.resume)
+campaign_app.command("cancel")(scheduler_cli.cancel)
+campaign_app.command("status")(scheduler_cli.campaign_status)
+campaign_app.command("retry-failed")(scheduler_cli.retry_failed_command)
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -48,7 +55,13 @@ def serve(
     """Run the web app, the scheduler and the sender in one process."""
     from newsletter.server import serve as run_server
 
-    run_server(runtime.settings(), host=host, port=port)
+    run_server(
+        runtime.settings(),
+        host=host,
+        port=port,
+        due_work=scheduler_cli.DUE_WORK,
+        should_run=scheduler_cli.should_run_clock(),
+    )
 
 
 def main() -> None:

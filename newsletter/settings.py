@@ -7,6 +7,7 @@ prefix (``database_url = "sqlite:///newsletter.db"``). No other module reads ``o
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from email.utils import parseaddr
 from pathlib import Path
@@ -43,7 +44,10 @@ EXPECTATIONS = {
     "timezone": "an IANA time zone such as UTC or America/New_York",
     "trusted_proxies": "a comma-separated list of IP addresses",
     "capture_port": "a TCP port number",
+    "campaign_grace": "a duration such as 3600 (seconds), 90m, 1h or 2d",
 }
+GRACE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+GRACE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class Settings(BaseSettings):
@@ -75,6 +79,9 @@ class Settings(BaseSettings):
     timezone: str = "UTC"
     check_deliverability: bool = False
     capture_port: int = Field(default=1025, ge=1, le=65535)
+    # Seconds a campaign may be late (its process was down at its time) and still go out on its
+    # own; a later one is held for the marketer's ``newsletter campaign resume``.
+    campaign_grace: float = Field(default=3600.0, ge=0)
 
     @classmethod
     def settings_customise_sources(
@@ -141,6 +148,16 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as error:
             raise ValueError("unknown time zone") from error
+        return value
+
+    @field_validator("campaign_grace", mode="before")
+    @classmethod
+    def _campaign_grace(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = GRACE.match(value.lower())
+            if match is None:
+                raise ValueError("not a duration")
+            return float(match.group(1)) * GRACE_UNITS[match.group(2)]
         return value
 
     @field_validator("trusted_proxies", mode="before")
