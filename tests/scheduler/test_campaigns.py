@@ -22,8 +22,6 @@ from scheduler.campaigns import RunState
 from scheduler.deliveries import Delivery, State
 from subscribers.models import Status, Subscriber
 from tests.scheduler.campaign_helpers import (
-    MESSAGE,
-    NOW,
     WorkerThread,
     marketer_settings,
     schedule,
@@ -91,7 +89,7 @@ def test_scheduling_refuses_with_a_message_saying_what_is_wrong(
     assert caught.value.problems and "preheader" in caught.value.problems[0]
     # Scheduled once: a second schedule says how to change it.
     schedule(db, settings)
-    with pytest.raises(SchedulingError, match="is scheduled for 2026-12-01 09:00 EST;.*cancel"):
+    with pytest.raises(SchedulingError, match=r"is scheduled for 2026-12-01 09:00 EST;.*cancel"):
         schedule(db, settings, "2026-12-02 09:00")
     with db.session() as session:
         assert session.scalar(select(Delivery.id)) is None
