@@ -37,6 +37,9 @@ from scheduler import campaigns
 from scheduler.campaigns import RunInfo
 
 log = logging.getLogger("scheduler.clock")
+# APScheduler logs every run of the tick at info level: keep its warnings and errors only.
+for _name in ("apscheduler.scheduler", "apscheduler.executors.default"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 JOBS_TABLE = "apscheduler_jobs"
 DueWork = Callable[[Database, datetime], Any]
