@@ -16,7 +16,8 @@ from pathlib import Path
 from sqlalchemy import Connection, create_engine, select
 from sqlalchemy.pool import NullPool
 
-from campaigns import load_campaign, load_sequence, system_email
+from campaigns import Sequence, load_campaign, load_sequence, system_email
+from campaigns.sequence import SEQUENCES_DIR
 from newsletter.db import Database
 from newsletter.errors import NotFoundError
 from newsletter.settings import Settings
@@ -62,6 +63,22 @@ def placeholder_render(
 REPORT_MESSAGES = ("system:welcome", "sequence:welcome:welcome-report")
 
 
+_sequences: dict[str, tuple[int, Sequence]] = {}
+
+
+def _sequence(name: str) -> Sequence:
+    """``load_sequence(name)``, parsed once per version of its file (not once per reader)."""
+    try:
+        stamp = (SEQUENCES_DIR / f"{name}.yaml").stat().st_mtime_ns
+    except OSError:
+        return load_sequence(name)  # it raises the error that names the problem
+    cached = _sequences.get(name)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, load_sequence(name))
+        _sequences[name] = cached
+    return cached[1]
+
+
 def content_for(message: str, root: Path | None = None) -> Content:
     """The content of a message key; ``NotFoundError`` for a key of no known kind."""
     kind, _, rest = message.partition(":")
@@ -69,7 +86,7 @@ def content_for(message: str, root: Path | None = None) -> Content:
         return load_campaign(rest, root).content
     if kind == "sequence" and rest.count(":") >= 1:
         name, _, step_id = rest.partition(":")
-        return load_sequence(name).step(step_id).content(root)
+        return _sequence(name).step(step_id).content(root)
     if kind == "system" and rest:
         return system_email(rest.partition(":")[0], root)
     raise NotFoundError(
