@@ -6,6 +6,7 @@ Errors a user can cause end as one line on stderr and exit status 1; usage error
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -13,9 +14,12 @@ from rich.console import Console
 
 from campaigns.cli import app as campaign_app
 from newsletter import runtime
+from newsletter.db import Database
 from newsletter.errors import NewsletterError
 from scheduler import cli as scheduler_cli
 from scheduler import sequence_cli
+from scheduler.leader import Leadership
+from scheduler.sequences import enqueue_due_steps
 from subscribers.cli import app as subscribers_app
 
 app = typer.Typer(
@@ -32,8 +36,33 @@ app.add_typer(campaign_app, name="campaign")
 app.add_typer(scheduler_cli.app, name="deliveries")
 app.add_typer(sequence_cli.app, name="sequence")
 app.command("worker")(scheduler_cli.worker)
+# Scheduling lives in the scheduler; campaigns may not import it, so the shell attaches it.
+campaign_app.command("schedule")(scheduler_cli.schedule)
+campaign_app.command("pause")(scheduler_cli.pause)
+campaign_app.command("resume")(scheduler_cli.resume)
+campaign_app.command("cancel")(scheduler_cli.cancel)
+campaign_app.command("status")(scheduler_cli.campaign_status)
+campaign_app.command("retry-failed")(scheduler_cli.retry_failed_command)
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+_leadership: Leadership | None = None
+
+
+def clock_leadership() -> bool:
+    """Whether this process runs the clock: one process at a time across the fleet."""
+    global _leadership
+    if _leadership is None:
+        _leadership = Leadership(runtime.database(), name="clock").start()
+    return _leadership.is_leader()
+
+
+def sequence_steps(database: Database, now: datetime) -> int:
+    """The clock's due work for sequences, in the publisher's zone for readers without one."""
+    return enqueue_due_steps(database, now, default_zone=runtime.settings().timezone)
+
+
+scheduler_cli.DUE_WORK.append(sequence_steps)
+scheduler_cli.SHOULD_RUN.append(clock_leadership)
 
 
 @db_app.command("upgrade")
@@ -53,7 +82,13 @@ def serve(
     from newsletter.startup import refuse_unsendable_system_emails
 
     refuse_unsendable_system_emails(runtime.settings())
-    run_server(runtime.settings(), host=host, port=port)
+    run_server(
+        runtime.settings(),
+        host=host,
+        port=port,
+        due_work=scheduler_cli.DUE_WORK,
+        should_run=scheduler_cli.should_run_clock(),
+    )
 
 
 @app.command()

@@ -1,8 +1,11 @@
-"""``newsletter serve``: the web app, the capture inbox when no relay is set, in one process."""
+"""``newsletter serve``: the web app, the clock and the sender, and the capture inbox when no relay
+is set, in one process (the clock and the sender in threads, stopped when the web app stops)."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable, Sequence
 
 import uvicorn
 
@@ -10,13 +13,25 @@ from newsletter.app import create_app
 from newsletter.db import open_database
 from newsletter.settings import Settings
 from scheduler.capture import CaptureInbox
+from scheduler.clock import DueWork, start_clock
+from scheduler.rendering import Renderer
+from scheduler.worker import run_worker
 
 log = logging.getLogger("newsletter.server")
 
 
-def serve(settings: Settings, *, host: str, port: int) -> None:
-    """Run until interrupted."""
+def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    due_work: Sequence[DueWork] = (),
+    should_run: Callable[[], bool] = lambda: True,
+) -> None:
+    """Run until interrupted (uvicorn handles Ctrl-C and SIGTERM; the threads stop after it)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # aiosmtpd logs every envelope address at info level; addresses stay out of the logs.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     database = open_database(settings)
     inbox = None
     if settings.uses_capture_inbox:
@@ -30,10 +45,25 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
             port,
         )
     app = create_app(settings, database)
+    clock = start_clock(settings, database, due_work=due_work, should_run=should_run)
+    render = Renderer(settings, database)
+    stop = threading.Event()
+    sender = threading.Thread(
+        target=run_worker,
+        args=(settings, database, render),
+        kwargs={"stop_event": stop},
+        name="worker",
+        daemon=True,
+    )
+    sender.start()
     try:
         # No access log: it would write every reader's IP address at info level.
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
     finally:
+        stop.set()
+        clock.stop()
+        sender.join(timeout=60)
+        render.close()
         if inbox is not None:
             inbox.stop()
         database.dispose()

@@ -46,7 +46,10 @@ EXPECTATIONS = {
     "capture_port": "a TCP port number",
     "medical_disclaimer": "one paragraph of plain text for the footer (empty turns it off)",
     "health_terms": "a comma-separated list of words or phrases, such as detox, boost immunity",
+    "campaign_grace": "a duration such as 3600 (seconds), 90m, 1h or 2d",
 }
+GRACE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+GRACE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 # Shown in the footer of every email unless NEWSLETTER_MEDICAL_DISCLAIMER says otherwise.
 DEFAULT_MEDICAL_DISCLAIMER = (
@@ -87,6 +90,9 @@ class Settings(BaseSettings):
     capture_port: int = Field(default=1025, ge=1, le=65535)
     medical_disclaimer: str = DEFAULT_MEDICAL_DISCLAIMER
     health_terms: Annotated[list[str], NoDecode] = []
+    # Seconds a campaign may be late (its process was down at its time) and still go out on its
+    # own; a later one is held for the marketer's ``newsletter campaign resume``.
+    campaign_grace: float = Field(default=3600.0, ge=0)
 
     @classmethod
     def settings_customise_sources(
@@ -153,6 +159,16 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as error:
             raise ValueError("unknown time zone") from error
+        return value
+
+    @field_validator("campaign_grace", mode="before")
+    @classmethod
+    def _campaign_grace(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = GRACE.match(value.lower())
+            if match is None:
+                raise ValueError("not a duration")
+            return float(match.group(1)) * GRACE_UNITS[match.group(2)]
         return value
 
     @field_validator("trusted_proxies", mode="before")

@@ -1,4 +1,6 @@
-"""``newsletter worker`` and ``newsletter deliveries …``: run the sender, count and retry."""
+"""``newsletter worker``, ``newsletter deliveries …`` and the scheduling half of ``newsletter
+campaign …`` (schedule, pause, resume, cancel, status, retry-failed; the shell attaches them to the
+campaign group, since ``campaigns`` may not import the scheduler)."""
 
 from __future__ import annotations
 
@@ -7,16 +9,29 @@ import logging
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from newsletter import runtime
+from scheduler import campaigns as runs
+from scheduler.clock import DueWork, schedule_campaign, start_clock
 from scheduler.deliveries import delivery_counts, enqueue, retry_failed
-from scheduler.rendering import placeholder_render
+from scheduler.rendering import Renderer
 from scheduler.worker import WorkerOptions, run_worker
+
+# What the clock calls every few seconds besides campaign runs; the shell adds to it (for
+# example the sequences' ``enqueue_due_steps``) before the CLI runs.
+DUE_WORK: list[DueWork] = []
+# Whether this process may run the clock (the shell sets PostgreSQL leadership here).
+SHOULD_RUN: list[Callable[[], bool]] = []
 
 app = typer.Typer(help="Deliveries: counts by state, retries.", no_args_is_help=True)
 console = Console(highlight=False)
@@ -29,8 +44,12 @@ def worker(
     lease: float = typer.Option(60.0, help="Seconds a dead worker's deliveries wait to be resent."),
     poll_interval: float = typer.Option(1.0, help="Seconds between looks for due deliveries."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every delivery."),
+    clock: bool = typer.Option(
+        True, "--clock/--no-clock", help="Also run the clock (scheduled campaigns, due work)."
+    ),
 ) -> None:
-    """Run the sender alone (several against PostgreSQL scale out); stops on Ctrl-C or SIGTERM."""
+    """Run the clock and the sender (several against PostgreSQL scale out); stops on Ctrl-C or
+    SIGTERM."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -43,15 +62,26 @@ def worker(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    report = run_worker(
-        settings,
-        database,
-        placeholder_render(settings),
-        stop_event=stop,
-        options=WorkerOptions(
-            lease=timedelta(seconds=lease), poll_interval=poll_interval, until_idle=until_idle
-        ),
-    )
+    running_clock = None
+    if clock:
+        running_clock = start_clock(
+            settings, database, due_work=DUE_WORK, should_run=should_run_clock()
+        )
+    render = Renderer(settings, database)
+    try:
+        report = run_worker(
+            settings,
+            database,
+            render,
+            stop_event=stop,
+            options=WorkerOptions(
+                lease=timedelta(seconds=lease), poll_interval=poll_interval, until_idle=until_idle
+            ),
+        )
+    finally:
+        if running_clock is not None:
+            running_clock.stop()
+        render.close()
     summary = " ".join(f"{key}={value}" for key, value in sorted(report.counts.items()))
     console.print(summary or "nothing was due")
 
@@ -86,3 +116,136 @@ def enqueue_all(message: str = typer.Argument(..., help="The message key.")) -> 
     """Create a message's deliveries for every confirmed reader (existing ones are kept)."""
     created = enqueue(runtime.database(), message)
     typer.echo(f"{created} deliveries created")
+
+
+def should_run_clock() -> Callable[[], bool]:
+    """The shell's leadership test, or "always" when none is set."""
+    return SHOULD_RUN[0] if SHOULD_RUN else (lambda: True)
+
+
+# ---------------------------------------------------------------- newsletter campaign …
+
+
+def schedule(
+    name: str = typer.Argument(..., help="The campaign's name (its file name without .md)."),
+    at: str = typer.Option(..., "--at", help='When, wall-clock time: "2026-12-01 09:00".'),
+    tz: str = typer.Option("", "--tz", help="The zone of --at (default NEWSLETTER_TIMEZONE)."),
+    segment: str | None = typer.Option(
+        None, "--segment", help='Readers to send to, e.g. "tag:vip and not attr:plan=free".'
+    ),
+    content: Path | None = typer.Option(
+        None, "--content", help="Folder of campaign files (default: the shipped ones)."
+    ),
+) -> None:
+    """Schedule a campaign: checked now, sent at its time by the running clock."""
+    settings = runtime.settings()
+    run = schedule_campaign(
+        runtime.database(),
+        settings,
+        name,
+        at,
+        tz or settings.timezone,
+        segment,
+        content_root=content,
+    )
+    local = run.local_send_at.strftime("%Y-%m-%d %H:%M %Z")
+    whom = f"readers matching {run.segment!r}" if run.segment else "every confirmed reader"
+    typer.echo(
+        f"campaign {name!r} scheduled for {local} ({run.send_at:%Y-%m-%d %H:%M} UTC) to {whom}"
+    )
+
+
+def pause(name: str = typer.Argument(..., help="The campaign's name.")) -> None:
+    """Pause a campaign: nothing more of it is sent until `resume`."""
+    runs.pause(runtime.database(), name)
+    typer.echo(f"campaign {name!r} paused; `newsletter campaign resume {name}` to go on")
+
+
+def resume(name: str = typer.Argument(..., help="The campaign's name.")) -> None:
+    """Resume a paused campaign, or send a held (late) one now."""
+    run = runs.resume(runtime.database(), name)
+    typer.echo(f"campaign {name!r} is {run.state} again")
+
+
+def cancel(name: str = typer.Argument(..., help="The campaign's name.")) -> None:
+    """Cancel a campaign for good: what is not sent yet is skipped."""
+    _, skipped = runs.cancel(runtime.database(), name)
+    typer.echo(f"campaign {name!r} cancelled; {skipped} unsent deliveries skipped")
+
+
+def retry_failed_command(name: str = typer.Argument(..., help="The campaign's name.")) -> None:
+    """Send again to the readers whose delivery failed (bounced and skipped ones are left)."""
+    count = runs.retry_failed_run(runtime.database(), name)
+    typer.echo(f"{count} failed deliveries of campaign {name!r} queued again")
+
+
+def campaign_status(
+    name: str | None = typer.Argument(None, help="The campaign's name (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object, for scripts."),
+    watch: bool = typer.Option(False, "--watch", help="A progress bar until it is done."),
+) -> None:
+    """Counts by state (queued, sent, failed, bounced, skipped, …) and the time left."""
+    database = runtime.database()
+    if watch and name:
+        _watch(database, name)
+        return
+    if name:
+        found = runs.status(database, name)
+        if as_json:
+            typer.echo(json.dumps(found))
+            return
+        _print_status(found)
+        return
+    every = runs.all_statuses(database)
+    if as_json:
+        typer.echo(json.dumps({"campaigns": every}))
+        return
+    if not every:
+        typer.echo("no campaign is scheduled")
+    for found in every:
+        _print_status(found)
+
+
+def _print_status(found: dict[str, Any]) -> None:
+    console.print(f"{found['campaign']}: {found['state']}, at {found['local_send_at']}")
+    if found.get("segment"):
+        console.print(f"segment: {found['segment']}")
+    table = Table("state", "deliveries")
+    for key in ("queued", "claimed", "sent", "failed", "bounced", "skipped", "uncertain"):
+        table.add_row(key, str(found[key]))
+    table.add_row("total", str(found["total"]))
+    console.print(table)
+    if found.get("note"):
+        console.print(f"note: {found['note']}")
+    left = found.get("seconds_left")
+    if left:
+        console.print(f"about {_clock_text(left)} left at {found['rate_per_second']}/s")
+
+
+def _clock_text(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _watch(database: Any, name: str) -> None:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(name, total=None)
+        while True:
+            found = runs.status(database, name)
+            done = found["total"] - found["queued"] - found["claimed"] - found["uncertain"]
+            progress.update(
+                task,
+                total=found["total"] or None,
+                completed=done,
+                description=f"{name} ({found['state']})",
+            )
+            if found["state"] in ("done", "cancelled", "held"):
+                break
+            time.sleep(1.0)

@@ -11,6 +11,8 @@ reader's copy of it is one ``Delivery`` row that moves through these states:
       │                 └──lease expired (the worker died)──▶ uncertain ──claim──▶ claimed …
       └──────────── retry_failed() ◀── failed
 
+Queued rows of a paused or cancelled campaign run (``scheduler.campaigns``) are not claimed.
+
 The Message-ID is derived from the row (``message_id_for``), so the copy resent after a crash
 carries the same Message-ID as one the server may already have taken. ``uncertain_count`` keeps
 how many times a row's outcome was unknown and it was sent again: the most duplicate copies (all
@@ -38,10 +40,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     bindparam,
+    column,
     delete,
     func,
     literal,
     select,
+    table,
     type_coerce,
     update,
 )
@@ -71,6 +75,18 @@ class State(enum.StrEnum):
 CLAIMABLE = (State.QUEUED, State.UNCERTAIN)
 # Rows that still have to be sent by someone.
 PENDING = (State.QUEUED, State.CLAIMED, State.UNCERTAIN)
+
+# Campaign runs that are paused or cancelled (``scheduler.campaigns``): their deliveries wait.
+# Named here as a bare table so that this module does not import the campaigns module.
+_runs = table("campaign_runs", column("message", String), column("state", String))
+STOPPED_RUN_STATES = ("paused", "cancelled")
+
+
+def _not_stopped() -> ColumnElement[bool]:
+    """Deliveries whose campaign run, if any, is neither paused nor cancelled."""
+    stopped = select(_runs.c.message).where(_runs.c.state.in_(STOPPED_RUN_STATES))
+    return deliveries.c.message.not_in(stopped.scalar_subquery())
+
 
 # A segment narrows the readers of a campaign: a where-clause on ``Subscriber``.
 Segment = Callable[[], ColumnElement[bool]]
@@ -299,7 +315,9 @@ def claim_due_deliveries(
     )
     due = (
         select(deliveries.c.id)
-        .where(deliveries.c.state.in_(CLAIMABLE), deliveries.c.next_attempt_at <= now)
+        .where(
+            deliveries.c.state.in_(CLAIMABLE), deliveries.c.next_attempt_at <= now, _not_stopped()
+        )
         .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
         .limit(batch)
     )
@@ -572,9 +590,11 @@ def retry_failed(session: Session, message: str) -> int:
 
 
 def has_pending(session: Session) -> bool:
-    """True while any delivery, due or not, is still to be sent."""
+    """True while any delivery, due or not, is still to be sent (paused campaigns aside)."""
     return (
-        session.scalar(select(deliveries.c.id).where(deliveries.c.state.in_(PENDING)).limit(1))
+        session.scalar(
+            select(deliveries.c.id).where(deliveries.c.state.in_(PENDING), _not_stopped()).limit(1)
+        )
         is not None
     )
 

@@ -26,7 +26,7 @@ from newsletter.db import Database
 from scheduler.deliveries import Delivery, delivery_counts, enqueue, message_id_for
 from tests.scheduler.delivery_helpers import SENDER, add_readers, message_id_of, reader_address
 
-MESSAGE = "campaign:crash"
+MESSAGE = "campaign:vitamin-k2-bone-health"  # rendered for real by the worker
 READERS = 5000
 KILLS = 20
 

@@ -1,0 +1,125 @@
+"""The worker's renderer: each kind of message key, the reader's signed links, the delivery's
+Message-ID, and the free-report offer only for readers who have not got the report."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+import pytest
+from sqlalchemy import update
+
+from campaigns import load_block
+from newsletter.db import Database
+from newsletter.errors import NotFoundError
+from newsletter.settings import Settings
+from scheduler.deliveries import ClaimedDelivery, Delivery, Recipient, State, enqueue_one
+from scheduler.rendering import Renderer
+from subscribers.tokens import Purpose, read_token
+from tests.scheduler.delivery_helpers import add_readers
+
+OFFER = f"FREE REPORT: {load_block('free-report').title}"
+
+
+def reader(subscriber_id: int = 1) -> Recipient:
+    return Recipient(
+        subscriber_id,
+        "ada@example.com",
+        "reader-key-1",
+        "Ada Lovelace",
+        "confirmed",
+        {"plan": "paid"},
+        "Europe/London",
+        ("vip",),
+    )
+
+
+def delivery(message: str, subscriber_id: int = 1) -> ClaimedDelivery:
+    return ClaimedDelivery(
+        7, message, subscriber_id, 0, 0, f"<d7.{abs(hash(message))}@example.org>", reader()
+    )
+
+
+def parsed(raw: bytes) -> EmailMessage:
+    message = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def html_of(raw: bytes) -> str:
+    part = parsed(raw).get_body(("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def text_of(raw: bytes) -> str:
+    part = parsed(raw).get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+@pytest.fixture
+def renderer(make_settings: Callable[..., Settings], sqlite_database: Database):
+    settings = make_settings(database_url=sqlite_database.url, base_url="https://news.example.org")
+    render = Renderer(settings, sqlite_database)
+    yield render
+    render.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "subject"),
+    [
+        ("campaign:vitamin-k2-bone-health", "Vitamin K2 and your bones"),
+        ("sequence:welcome:vitamin-k2", "Vitamin K2 and your bones"),
+        ("sequence:welcome:welcome-report", "Welcome!"),
+        ("system:welcome", "Welcome!"),
+        ("system:confirmation:3", ""),
+    ],
+)
+def test_each_kind_of_message_key_renders_its_content_with_the_deliverys_message_id(
+    renderer: Renderer, message: str, subject: str
+) -> None:
+    claimed = delivery(message)
+    raw = renderer(claimed, reader())
+    email = parsed(raw)
+    assert email["Message-ID"] == claimed.message_id
+    assert email["To"] == "Ada Lovelace <ada@example.com>"
+    assert str(email["Subject"]).startswith(subject)
+    unsubscribe = re.search(
+        r"<(https://news\.example\.org/unsubscribe/[^>]+)>", email["List-Unsubscribe"]
+    )
+    assert unsubscribe is not None
+    token = unsubscribe.group(1).rsplit("/", 1)[1]
+    assert read_token("test-secret-key", Purpose.UNSUBSCRIBE, token) == "reader-key-1"
+
+
+def test_the_confirmation_email_carries_the_readers_signed_confirm_link(
+    renderer: Renderer,
+) -> None:
+    html = html_of(renderer(delivery("system:confirmation"), reader()))
+    token = re.search(r"https://news\.example\.org/confirm/([A-Za-z0-9_.-]+)", html)
+    assert token is not None
+    assert read_token("test-secret-key", Purpose.CONFIRM, token.group(1)) == "reader-key-1"
+
+
+def test_the_free_report_offer_is_shown_until_the_welcome_email_was_sent(
+    renderer: Renderer, sqlite_database: Database
+) -> None:
+    (subscriber_id,) = add_readers(sqlite_database, 1)
+    article = delivery("campaign:vitamin-k2-bone-health", subscriber_id)
+    assert OFFER in text_of(renderer(article, reader(subscriber_id)))
+    with sqlite_database.session() as session:
+        enqueue_one(session, "system:welcome", subscriber_id)
+    assert OFFER in text_of(renderer(article, reader(subscriber_id)))  # queued is not sent
+    with sqlite_database.session() as session:
+        session.execute(update(Delivery).values(state=State.SENT))
+    assert OFFER not in text_of(renderer(article, reader(subscriber_id)))
+
+
+def test_an_unknown_message_key_is_an_error_naming_it(renderer: Renderer) -> None:
+    with pytest.raises(NotFoundError, match="message 'newsletter:7'"):
+        renderer(delivery("newsletter:7"), reader())
+    with pytest.raises(NotFoundError, match="no-such-campaign"):
+        renderer(delivery("campaign:no-such-campaign"), reader())
