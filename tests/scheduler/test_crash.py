@@ -51,7 +51,9 @@ def start_worker(env: dict[str, str], cwd: Path, *extra: str) -> subprocess.Pope
     )
 
 
+# SQLite here; PostgreSQL's crash test runs four workers at once in test_fleet.py.
 @pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_sigkill_at_20_random_moments_loses_nothing_and_never_sends_two_copies(
     database: Database, smtp_server, tmp_path: Path
 ) -> None:

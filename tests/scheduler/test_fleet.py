@@ -37,7 +37,7 @@ from tests.conftest import _empty_postgres, free_port
 from tests.scheduler.delivery_helpers import SENDER, add_readers, message_id_of, reader_address
 
 ROOT = Path(__file__).resolve().parents[2]
-MESSAGE = "campaign:fleet"
+MESSAGE = "campaign:vitamin-k2-bone-health"  # rendered for real by the worker
 
 # ---------------------------------------------------------------- leadership
 
