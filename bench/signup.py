@@ -71,12 +71,16 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-signup-"))
+    (workdir / "report.pdf").write_bytes(b"%PDF-1.4 benchmark stand-in")
     port = free_port()
     env = {
         **os.environ,
         "NEWSLETTER_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
         "NEWSLETTER_SIGNUP_LIMIT": "1000000/second",
-        "NEWSLETTER_BASE_URL": f"http://127.0.0.1:{port}",
+        # A relay is configured, so serve's start-up check wants what production has: an https
+        # base URL for links and the publisher's own report.
+        "NEWSLETTER_BASE_URL": "https://news.example",
+        "NEWSLETTER_REPORT": str(workdir / "report.pdf"),
         "NEWSLETTER_CAPTURE_PORT": str(free_port()),
     }
     sink = None
