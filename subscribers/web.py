@@ -123,6 +123,15 @@ async def read_fields(request: Request) -> tuple[dict[str, Any], bool]:
     raise BadBody(415, "Send the form as application/x-www-form-urlencoded or JSON.")
 
 
+def linked_reader_key(request: Request, purpose: Purpose, token: str) -> str:
+    """The key of the reader a signed link names; ``TokenError`` for a bad or expired link,
+    ``NotFoundError`` when the reader has been erased since."""
+    key = read_token(request.app.state.secret_key, purpose, token)
+    with request.app.state.database.session() as session:
+        flow.subscriber_by_key(session, key)
+    return key
+
+
 def create_router(settings: Settings) -> APIRouter:
     """The reader's routes, with this process's signup limiter."""
     router = APIRouter(tags=["subscribers"])
@@ -210,11 +219,8 @@ def create_router(settings: Settings) -> APIRouter:
         A GET changes nothing, so the link scanners of corporate mail systems, which open every
         link in an email, confirm nobody; a person's browser submits the page's form at once.
         """
-        database, secret, _events = state(request)
         try:
-            key = read_token(secret, Purpose.CONFIRM, token)
-            with database.session() as session:
-                flow.subscriber_by_key(session, key)
+            linked_reader_key(request, Purpose.CONFIRM, token)
         except (TokenError, NotFoundError) as error:
             return _link_error(error)
         return page("confirm.html", action=f"/confirm/{token}")
@@ -247,11 +253,9 @@ def create_router(settings: Settings) -> APIRouter:
     @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
     def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
         """A page with one button; opening it changes nothing (link scanners open every link)."""
-        database, secret, _events = state(request)
+        secret = request.app.state.secret_key
         try:
-            key = read_token(secret, Purpose.UNSUBSCRIBE, token)
-            with database.session() as session:
-                flow.subscriber_by_key(session, key)
+            key = linked_reader_key(request, Purpose.UNSUBSCRIBE, token)
         except (TokenError, NotFoundError) as error:
             return _link_error(error)
         preferences = signed_url(settings.base_url, secret, Purpose.PREFERENCES, key)
@@ -338,11 +342,8 @@ def create_router(settings: Settings) -> APIRouter:
     @router.get("/report/{token}", response_model=None)
     def report(token: str, request: Request) -> Response:
         """The free report for a reader who confirmed."""
-        database, secret, _events = state(request)
         try:
-            key = read_token(secret, Purpose.REPORT, token)
-            with database.session() as session:
-                flow.subscriber_by_key(session, key)
+            linked_reader_key(request, Purpose.REPORT, token)
         except (TokenError, NotFoundError) as error:
             return _link_error(error)
         return _report_response(settings)
