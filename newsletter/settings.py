@@ -47,6 +47,8 @@ EXPECTATIONS = {
     "medical_disclaimer": "one paragraph of plain text for the footer (empty turns it off)",
     "health_terms": "a comma-separated list of words or phrases, such as detox, boost immunity",
     "campaign_grace": "a duration such as 3600 (seconds), 90m, 1h or 2d",
+    "cadence_min_gap": "a duration such as 20h (0 turns the cap off)",
+    "cadence_quiet": "SEQUENCE:DURATION pairs, comma-separated, such as welcome:3d",
 }
 GRACE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 GRACE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -57,6 +59,14 @@ DEFAULT_MEDICAL_DISCLAIMER = (
     "before changing your diet, supplements or medication."
 )
 _TERM = re.compile(r"[^\W\d_]+(?:['\u2019-][^\W\d_]+)*(?: [^\W\d_]+(?:['\u2019-][^\W\d_]+)*)*")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: a number of seconds, or with a unit (``90m``, ``1h``, ``2d``)."""
+    match = GRACE.match(text.lower())
+    if match is None:
+        raise ValueError("not a duration")
+    return float(match.group(1)) * GRACE_UNITS[match.group(2)]
 
 
 class Settings(BaseSettings):
@@ -93,6 +103,11 @@ class Settings(BaseSettings):
     # Seconds a campaign may be late (its process was down at its time) and still go out on its
     # own; a later one is held for the marketer's ``newsletter campaign resume``.
     campaign_grace: float = Field(default=3600.0, ge=0)
+    # Cadence caps (``scheduler/cadence.py``), both off by default: the least time between two
+    # emails (sequence steps and campaigns) to one reader, in seconds; and, per sequence, how
+    # long after entering it a reader gets no campaign. A capped email is deferred, never dropped.
+    cadence_min_gap: float = Field(default=0.0, ge=0)
+    cadence_quiet: Annotated[dict[str, float], NoDecode] = {}
 
     @classmethod
     def settings_customise_sources(
@@ -164,12 +179,27 @@ class Settings(BaseSettings):
     @field_validator("campaign_grace", mode="before")
     @classmethod
     def _campaign_grace(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            match = GRACE.match(value.lower())
-            if match is None:
-                raise ValueError("not a duration")
-            return float(match.group(1)) * GRACE_UNITS[match.group(2)]
-        return value
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("cadence_min_gap", mode="before")
+    @classmethod
+    def _cadence_min_gap(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("cadence_quiet", mode="before")
+    @classmethod
+    def _cadence_quiet(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        quiet: dict[str, float] = {}
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            sequence, colon, duration = item.partition(":")
+            if not colon or not sequence.strip():
+                raise ValueError("expected SEQUENCE:DURATION")
+            quiet[sequence.strip()] = parse_duration(duration)
+        return quiet
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -113,6 +113,8 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    # Why the first attempt waits past the message's due time (a cadence cap), for ``explain``.
+    deferred_reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("message", "subscriber_id", name="uq_deliveries_message_subscriber"),

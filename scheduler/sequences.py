@@ -38,21 +38,34 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import logging
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import ForeignKey, Index, String, Table, UniqueConstraint, func, select, update
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
 from campaigns.sequence import SEQUENCES_DIR, SendWindow, Sequence, Step, parse_sequence
 from newsletter.db import Base, Database, utcnow
 from newsletter.errors import ContentError, NotFoundError
-from scheduler.deliveries import PENDING, Delivery, State, _insert, enqueue_one
+from scheduler import cadence
+from scheduler.cadence import NO_CAPS, Caps
+from scheduler.deliveries import PENDING, Delivery, State, _insert
 from subscribers.models import Status, Subscriber
 
 log = logging.getLogger("scheduler.sequences")
@@ -94,8 +107,21 @@ class Enrolment(Base):
     )
 
 
+class SequenceVersion(Base):
+    """The steps of a sequence file as the clock applied them, kept by version so that
+    ``sequence diff`` can compare the file on disk with what readers are on."""
+
+    __tablename__ = "sequence_versions"
+
+    sequence: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(16), primary_key=True)
+    steps: Mapped[str] = mapped_column(Text)  # JSON, as ``steps_to_json`` writes it
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 enrolments = cast(Table, Enrolment.__table__)
 deliveries = cast(Table, Delivery.__table__)
+versions = cast(Table, SequenceVersion.__table__)
 
 
 # ---------------------------------------------------------------- time
@@ -152,7 +178,23 @@ def step_due(step: Step, enrolled_at: datetime, anchor_at: datetime, zone: ZoneI
 # ---------------------------------------------------------------- conditions
 
 
-def condition_matches(when: str, reader: Subscriber) -> tuple[bool, str]:
+class ReaderFacts(Protocol):
+    """What the decisions read of a reader: a ``Subscriber`` row, or a plain snapshot."""
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def timezone(self) -> str | None: ...
+
+    @property
+    def tag_names(self) -> list[str]: ...
+
+    @property
+    def attributes(self) -> dict[str, Any]: ...
+
+
+def condition_matches(when: str, reader: ReaderFacts) -> tuple[bool, str]:
     """Whether ``reader`` meets a step's ``when``, and why not.
 
     MINIMAL until ``subscribers/segments.py`` (the campaign branch) lands: ``tag:NAME``,
@@ -202,6 +244,115 @@ def read_sequences(root: Path | None = None) -> list[tuple[str, Sequence | None]
     return found
 
 
+def steps_to_json(sequence: Sequence) -> str:
+    """The steps as plain data (their timing and conditions, not their content)."""
+    return json.dumps(
+        [
+            {
+                "id": s.id,
+                "content": s.content_name,
+                "delay": s.delay.total_seconds(),
+                "after_confirmation": s.after_confirmation,
+                "window": None
+                if s.window is None
+                else [list(s.window.days), f"{s.window.start:%H:%M}", f"{s.window.end:%H:%M}"],
+                "when": s.when,
+            }
+            for s in sequence.steps
+        ]
+    )
+
+
+def steps_from_json(name: str, text: str) -> Sequence:
+    """A ``Sequence`` rebuilt from ``steps_to_json``: enough to decide when steps fall due."""
+    steps = []
+    for raw in json.loads(text):
+        window = raw["window"]
+        steps.append(
+            Step(
+                id=raw["id"],
+                content_name=raw["content"],
+                delay=timedelta(seconds=raw["delay"]),
+                after_confirmation=raw["after_confirmation"],
+                window=None
+                if window is None
+                else SendWindow(
+                    tuple(window[0]), time.fromisoformat(window[1]), time.fromisoformat(window[2])
+                ),
+                when=raw["when"],
+            )
+        )
+    return Sequence(name=name, path=Path(f"{name}.yaml"), description="", steps=tuple(steps))
+
+
+def remember_version(session: Session, sequence: Sequence, now: datetime) -> str:
+    """Keep the steps of ``sequence``'s current version (once); returns the version."""
+    version = sequence_version(sequence)
+    session.execute(
+        _insert(session)(versions)
+        .values(sequence=sequence.name, version=version, steps=steps_to_json(sequence), seen_at=now)
+        .on_conflict_do_nothing(index_elements=["sequence", "version"])
+    )
+    return version
+
+
+# ---------------------------------------------------------------- the decision
+
+
+class Action(enum.StrEnum):
+    """What the clock does next for one reader in one sequence."""
+
+    WAIT = "wait"  # the next step is not due yet
+    SEND = "send"  # the next step is due: create its delivery
+    SKIP = "skip"  # the next step is due but the reader fails its condition
+    LEAVE = "leave"  # a step is due but the reader is no longer confirmed
+    COMPLETE = "complete"  # no step is left
+
+
+@dataclass(frozen=True)
+class StepDecision:
+    action: Action
+    step: Step | None = None
+    due: datetime | None = None
+    reason: str = ""
+
+
+def next_step(sequence: Sequence, passed: set[str]) -> Step | None:
+    """The step after the last one, in the file's order, that the reader passed."""
+    steps = sequence.steps
+    last = max((i for i, s in enumerate(steps) if s.id in passed), default=-1)
+    return steps[last + 1] if last + 1 < len(steps) else None
+
+
+def decide_step(
+    sequence: Sequence,
+    passed: set[str],
+    enrolled_at: datetime,
+    anchor_at: datetime,
+    zone: ZoneInfo,
+    reader: ReaderFacts | None,
+    now: datetime,
+) -> StepDecision:
+    """The one decision behind the clock, ``plan``, ``explain`` and ``simulate``: what becomes
+    of the reader's next step at ``now``, given the steps they passed and when the last one
+    passed (``anchor_at``)."""
+    step = next_step(sequence, passed)
+    if step is None:
+        return StepDecision(Action.COMPLETE)
+    due = step_due(step, enrolled_at, anchor_at, zone)
+    if due > now:
+        return StepDecision(Action.WAIT, step, due)
+    if reader is None or reader.status != Status.CONFIRMED:
+        return StepDecision(
+            Action.LEAVE, step, due, f"reader is {reader.status if reader else 'gone'}"
+        )
+    if step.when:
+        matched, reason = condition_matches(step.when, reader)
+        if not matched:
+            return StepDecision(Action.SKIP, step, due, reason)
+    return StepDecision(Action.SEND, step, due)
+
+
 # ---------------------------------------------------------------- moving a reader on
 
 
@@ -213,10 +364,12 @@ class Mover:
     sequence: Sequence
     now: datetime
     default_zone: str | None
+    caps: Caps = NO_CAPS
     created: int = 0
+    history: dict[int, list[tuple[datetime, str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.version = sequence_version(self.sequence)
+        self.version = remember_version(self.session, self.sequence, self.now)
         self.keys = {self.sequence.message_key(step) for step in self.sequence.steps}
         self.prefix = f"sequence:{self.sequence.name}:"
 
@@ -234,9 +387,7 @@ class Mover:
         return found
 
     def next_step(self, passed: set[str]) -> Step | None:
-        """The step after the last one, in the file's order, that the reader passed."""
-        last = max((i for i, s in enumerate(self.sequence.steps) if s.id in passed), default=-1)
-        return self.sequence.steps[last + 1] if last + 1 < len(self.sequence.steps) else None
+        return next_step(self.sequence, passed)
 
     def move(self, batch: list[Enrolment]) -> None:
         """Move each enrolment of ``batch`` as far as ``now`` allows."""
@@ -246,6 +397,8 @@ class Mover:
             for reader in self.session.scalars(select(Subscriber).where(Subscriber.id.in_(ids)))
         }
         passed = self.passed(ids)
+        if self.caps.min_gap:
+            self.history = cadence.history(self.session, ids)
         waiting = self.waiting_states(batch)
         for enrolment in batch:
             self.move_one(
@@ -296,31 +449,57 @@ class Mover:
             enrolment.waiting_message = None
         zone = reader_zone(reader.timezone if reader else None, self.default_zone)
         while True:
-            step = self.next_step(passed)
-            if step is None:
+            decision = decide_step(
+                self.sequence,
+                passed,
+                enrolment.enrolled_at,
+                enrolment.anchor_at,
+                zone,
+                reader,
+                self.now,
+            )
+            step, due = decision.step, decision.due
+            if step is None or due is None:
                 enrolment.state = EnrolmentState.COMPLETED
                 enrolment.next_step = enrolment.next_due_at = None
                 return
-            due = step_due(step, enrolment.enrolled_at, enrolment.anchor_at, zone)
             enrolment.next_step, enrolment.next_due_at = step.id, due
-            if due > self.now:
+            if decision.action == Action.WAIT:
                 return
-            if reader is None or reader.status != Status.CONFIRMED:
+            if decision.action == Action.LEAVE or reader is None:
                 mark_left(enrolment, self.now)
                 return
             key = self.sequence.message_key(step)
-            if step.when:
-                matched, reason = condition_matches(step.when, reader)
-                if not matched:
-                    self.record_skip(key, reader.id, due, reason)
-                    passed.add(step.id)
-                    enrolment.anchor_at = due
-                    continue
-            enqueue_one(self.session, key, reader.id, not_before=due)
+            if decision.action == Action.SKIP:
+                self.record_skip(key, reader.id, due, decision.reason)
+                passed.add(step.id)
+                enrolment.anchor_at = due
+                continue
+            earlier = self.history.setdefault(reader.id, [])
+            released = cadence.release(key, due, self.caps, earlier)
+            self.record_send(key, reader.id, released)
+            earlier.append((released.at, key))
             self.created += 1
             passed.add(step.id)
             enrolment.waiting_message, enrolment.next_due_at = key, None
             return
+
+    def record_send(self, key: str, subscriber_id: int, released: cadence.Release) -> None:
+        """The step's delivery, first tried at its released time (and why, when deferred)."""
+        self.session.execute(
+            _insert(self.session)(deliveries)
+            .values(
+                message=key,
+                subscriber_id=subscriber_id,
+                state=State.QUEUED.value,
+                attempts=0,
+                uncertain_count=0,
+                next_attempt_at=released.at,
+                created_at=self.now,
+                deferred_reason=released.reason,
+            )
+            .on_conflict_do_nothing(index_elements=["message", "subscriber_id"])
+        )
 
     def record_skip(self, key: str, subscriber_id: int, at: datetime, reason: str) -> None:
         """A step the reader does not get: a ``skipped`` delivery keeps the place and the why."""
@@ -369,6 +548,7 @@ def enrol(
     now: datetime | None = None,
     root: Path | None = None,
     default_zone: str | None = None,
+    caps: Caps = NO_CAPS,
 ) -> int:
     """The reader enters every sequence, in the caller's transaction; returns the deliveries
     created (the steps due at once, such as the welcome email).
@@ -403,7 +583,7 @@ def enrol(
             continue
         session.flush()
         if sequence is not None:
-            mover = Mover(session, sequence, now, default_zone)
+            mover = Mover(session, sequence, now, default_zone, caps)
             mover.move([enrolment])
             created += mover.created
     session.flush()
@@ -472,6 +652,7 @@ def enqueue_due_steps(
     root: Path | None = None,
     default_zone: str | None = None,
     batch_size: int = 500,
+    caps: Caps = NO_CAPS,
 ) -> int:
     """Create the delivery of every step due at ``now``; returns how many were created.
 
@@ -502,7 +683,7 @@ def enqueue_due_steps(
             active & Enrolment.waiting_message.is_not(None) & finished,
             active & Enrolment.waiting_message.is_(None) & (Enrolment.next_due_at <= now),
         ):
-            created += _move_all(database, sequence, condition, now, default_zone, batch_size)
+            created += _move_all(database, sequence, condition, now, default_zone, batch_size, caps)
     if created:
         log.info("event=sequence_steps_enqueued count=%s", created)
     return created
@@ -515,6 +696,7 @@ def _move_all(
     now: datetime,
     default_zone: str | None,
     batch_size: int,
+    caps: Caps,
 ) -> int:
     after = 0
     created = 0
@@ -531,7 +713,7 @@ def _move_all(
             batch = list(session.scalars(query))
             if not batch:
                 return created
-            mover = Mover(session, sequence, now, default_zone)
+            mover = Mover(session, sequence, now, default_zone, caps)
             mover.move(batch)
             created += mover.created
             after = batch[-1].id
