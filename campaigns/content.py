@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from newsletter.errors import ContentError, NotFoundError
+from newsletter.settings import parse_duration
 from templates import Button, Content, Offer
 
 CONTENT_DIR = Path(__file__).parent / "content"
@@ -30,6 +31,8 @@ CAMPAIGN_FIELDS = frozenset(
         "offer",
         "layout",
         "button",
+        "cadence_min_gap",
+        "cadence_quiet",
     }
 )
 BLOCK_FIELDS = frozenset({"title", "button"})
@@ -55,6 +58,9 @@ class Campaign:
     tags: tuple[str, ...] = ()
     sources: tuple[dict[str, Any], ...] = field(default=(), hash=False, compare=False)
     corrections: tuple[Correction, ...] = ()
+    # Cadence caps in place of the settings' (seconds); None leaves the setting in force.
+    cadence_min_gap: float | None = None
+    cadence_quiet: dict[str, float] | None = field(default=None, hash=False, compare=False)
 
     @property
     def subject(self) -> str:
@@ -195,7 +201,34 @@ def parse_campaign(path: Path, name: str | None = None, root: Path | None = None
         tags=tags,
         sources=tuple(item if isinstance(item, dict) else {"title": str(item)} for item in sources),
         corrections=tuple(corrections),
+        cadence_min_gap=_duration(data, "cadence_min_gap", where),
+        cadence_quiet=_quiet(data, where),
     )
+
+
+def _duration(data: dict[str, Any], key: str, where: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    try:
+        return parse_duration(str(value))
+    except ValueError:
+        raise ContentError(
+            f"{where}: front matter: '{key}' must be a duration such as 20h, 90m or 0"
+        ) from None
+
+
+def _quiet(data: dict[str, Any], where: str) -> dict[str, float] | None:
+    """``cadence_quiet``: a mapping of sequence name to duration (``{welcome: 3d}``)."""
+    value = data.get("cadence_quiet")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ContentError(
+            f"{where}: front matter: 'cadence_quiet' must map sequences to durations "
+            "({welcome: 3d})"
+        )
+    return {str(k): _duration(value, k, where) or 0.0 for k in value}
 
 
 _campaign_cache: dict[Path, tuple[tuple[int, ...], Campaign]] = {}

@@ -18,6 +18,7 @@ from newsletter.db import Database
 from newsletter.errors import NewsletterError
 from scheduler import cli as scheduler_cli
 from scheduler import sequence_cli
+from scheduler.cadence import Caps
 from scheduler.leader import Leadership
 from scheduler.sequences import enqueue_due_steps
 from subscribers.cli import app as subscribers_app
@@ -58,7 +59,10 @@ def clock_leadership() -> bool:
 
 def sequence_steps(database: Database, now: datetime) -> int:
     """The clock's due work for sequences, in the publisher's zone for readers without one."""
-    return enqueue_due_steps(database, now, default_zone=runtime.settings().timezone)
+    settings = runtime.settings()
+    return enqueue_due_steps(
+        database, now, default_zone=settings.timezone, caps=Caps.from_settings(settings)
+    )
 
 
 scheduler_cli.DUE_WORK.append(sequence_steps)

@@ -133,7 +133,8 @@ def history(session: Session, subscriber_ids: list[int]) -> dict[int, list[tuple
         )
     )
     for reader, at, message in rows:
-        found[reader].append((_aware(at), message))
+        if reader is not None:
+            found[reader].append((_aware(at), message))
     return found
 
 

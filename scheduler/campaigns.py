@@ -21,6 +21,7 @@ process died half-way is simply enqueued again.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,13 +32,26 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Index, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from campaigns.content import load_campaign
 from campaigns.preflight import SPAMASSASSIN, check
 from newsletter.db import Base, Database, utcnow
 from newsletter.errors import NotFoundError, PreflightError, SchedulingError
 from newsletter.settings import Settings
-from scheduler.deliveries import PENDING, Delivery, State, delivery_counts, enqueue, retry_failed
+from scheduler import cadence
+from scheduler.cadence import Caps
+from scheduler.deliveries import (
+    PENDING,
+    Delivery,
+    State,
+    _insert,
+    deliveries,
+    delivery_counts,
+    enqueue,
+    retry_failed,
+)
+from subscribers.models import Status, Subscriber
 from subscribers.segments import parse_segment, validate_segment
 
 log = logging.getLogger("scheduler.campaigns")
@@ -79,6 +93,15 @@ class CampaignRun(Base):
     state_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Paused before it started, or why it is held.
     note: Mapped[str | None] = mapped_column(Text)
+    # The campaign file's own cadence caps (JSON: min_gap, quiet), read when it was scheduled.
+    cadence: Mapped[str | None] = mapped_column(Text)
+
+    def caps(self, defaults: Caps) -> Caps:
+        """The cadence caps for this run: the settings', with the campaign file's in front."""
+        if not self.cadence:
+            return defaults
+        own = json.loads(self.cadence)
+        return defaults.for_campaign(own.get("min_gap"), own.get("quiet"))
 
     __table_args__ = (Index("ix_campaign_runs_state_send_at", "state", "send_at"),)
 
@@ -214,12 +237,19 @@ def create_run(
             segment=segment,
             created_at=now,
             state_changed_at=now,
+            cadence=_campaign_cadence(campaign.cadence_min_gap, campaign.cadence_quiet),
         )
         session.add(run)
         session.flush()
         info = RunInfo.of(run)
     log.info("event=campaign_scheduled campaign=%s at=%s", name, send_at.isoformat())
     return info
+
+
+def _campaign_cadence(min_gap: float | None, quiet: dict[str, float] | None) -> str | None:
+    if min_gap is None and quiet is None:
+        return None
+    return json.dumps({"min_gap": min_gap, "quiet": quiet})
 
 
 def _already(run: CampaignRun) -> str:
@@ -347,6 +377,7 @@ def start_run(
     grace: timedelta,
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
+    caps: Caps = cadence.NO_CAPS,
 ) -> str:
     """Send run ``run_id`` if it is due: hold it if later than ``grace``, else enqueue it.
 
@@ -380,6 +411,7 @@ def start_run(
             if not changed:
                 return "taken"
         message, segment, name = run.message, run.segment, run.name
+        run_caps, send_at = run.caps(caps), run.send_at
     log.info("event=campaign_sending campaign=%s", name)
     condition = None if segment is None else parse_segment(segment)
 
@@ -392,12 +424,17 @@ def start_run(
             raise _Stopped
 
     try:
-        created = enqueue(
-            database,
-            message,
-            segment=None if condition is None else (lambda: condition),
-            progress=batch_done,
-        )
+        if run_caps.off:
+            created = enqueue(
+                database,
+                message,
+                segment=None if condition is None else (lambda: condition),
+                progress=batch_done,
+            )
+        else:
+            created = enqueue_capped(
+                database, message, send_at, run_caps, condition, progress=batch_done
+            )
     except _Stopped:
         with database.session() as session:
             skip_unsent(session, message)
@@ -412,6 +449,67 @@ def start_run(
             skip_unsent(session, message)
     log.info("event=campaign_enqueued campaign=%s deliveries=%s", name, created)
     return "enqueued"
+
+
+def readers_of(segment: ColumnElement[bool] | None) -> ColumnElement[bool]:
+    """The readers a campaign goes to: confirmed ones, in its segment if it has one."""
+    condition: ColumnElement[bool] = Subscriber.status == Status.CONFIRMED
+    return condition if segment is None else condition & segment
+
+
+def enqueue_capped(
+    database: Database,
+    message: str,
+    due: datetime,
+    caps: Caps,
+    segment: ColumnElement[bool] | None,
+    *,
+    batch_size: int = 2000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """``enqueue`` under cadence caps: each reader's delivery is first tried at its
+    ``cadence.release`` time, and says why when that is later than ``due``. Keyset batches by
+    reader id, each in its own transaction; rows that exist are left alone."""
+    after, created = 0, 0
+    while True:
+        with database.session() as session:
+            ids = list(
+                session.scalars(
+                    select(Subscriber.id)
+                    .where(readers_of(segment), Subscriber.id > after)
+                    .order_by(Subscriber.id)
+                    .limit(batch_size)
+                )
+            )
+            if not ids:
+                return created
+            earlier = cadence.history(session, ids)
+            entered = cadence.enrolments(session, ids, caps.quiet)
+            now = utcnow()
+            rows = []
+            for reader in ids:
+                released = cadence.release(message, due, caps, earlier[reader], entered[reader])
+                rows.append(
+                    {
+                        "message": message,
+                        "subscriber_id": reader,
+                        "state": State.QUEUED.value,
+                        "attempts": 0,
+                        "uncertain_count": 0,
+                        "next_attempt_at": released.at if released.reason else min(due, now),
+                        "created_at": now,
+                        "deferred_reason": released.reason,
+                    }
+                )
+            insert = (
+                _insert(session)(deliveries)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=["message", "subscriber_id"])
+            )
+            created += len(session.execute(insert.returning(deliveries.c.id)).all())
+            after = ids[-1]
+        if progress is not None:
+            progress(len(ids))
 
 
 def due_runs(database: Database, now: datetime) -> list[int]:

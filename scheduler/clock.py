@@ -34,6 +34,7 @@ from campaigns.preflight import SPAMASSASSIN
 from newsletter.db import Database, utcnow
 from newsletter.settings import Settings
 from scheduler import campaigns
+from scheduler.cadence import Caps
 from scheduler.campaigns import RunInfo
 
 log = logging.getLogger("scheduler.clock")
@@ -215,7 +216,13 @@ class Clock:
                 return "busy"
             self.starting.add(run_id)
         try:
-            return campaigns.start_run(self.database, run_id, grace=self.grace, now=self.now())
+            return campaigns.start_run(
+                self.database,
+                run_id,
+                grace=self.grace,
+                now=self.now(),
+                caps=Caps.from_settings(self.settings),
+            )
         except Exception:
             log.exception("event=campaign_start_failed run=%s", run_id)
             return "error"

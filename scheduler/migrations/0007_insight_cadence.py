@@ -16,6 +16,8 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.add_column(sa.Column("deferred_reason", sa.Text(), nullable=True))
+    with op.batch_alter_table("campaign_runs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("cadence", sa.Text(), nullable=True))
     op.create_table(
         "sequence_versions",
         sa.Column("sequence", sa.String(length=64), nullable=False),
@@ -28,5 +30,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("sequence_versions")
+    with op.batch_alter_table("campaign_runs", schema=None) as batch_op:
+        batch_op.drop_column("cadence")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_column("deferred_reason")
