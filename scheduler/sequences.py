@@ -236,12 +236,31 @@ def read_sequences(root: Path | None = None) -> list[tuple[str, Sequence | None]
     (logged): its readers still enter it, and move on once the file is fixed."""
     found: list[tuple[str, Sequence | None]] = []
     for path in sorted((root or SEQUENCES_DIR).glob("*.yaml")):
-        try:
-            found.append((path.stem, parse_sequence(path)))
-        except ContentError as error:
-            log.warning("event=sequence_unreadable sequence=%s error=%r", path.stem, error.message)
-            found.append((path.stem, None))
+        found.append((path.stem, _parsed(path)))
     return found
+
+
+# The clock reads every file every few seconds: each is parsed once per version (mtime, size).
+_parsed_files: dict[Path, tuple[tuple[int, int], Sequence | None]] = {}
+
+
+def _parsed(path: Path) -> Sequence | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    cached = _parsed_files.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    sequence: Sequence | None
+    try:
+        sequence = parse_sequence(path)
+    except ContentError as error:
+        log.warning("event=sequence_unreadable sequence=%s error=%r", path.stem, error.message)
+        sequence = None
+    _parsed_files[path] = (stamp, sequence)
+    return sequence
 
 
 def steps_to_json(sequence: Sequence) -> str:
@@ -367,6 +386,7 @@ class Mover:
     caps: Caps = NO_CAPS
     created: int = 0
     history: dict[int, list[tuple[datetime, str]]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.version = remember_version(self.session, self.sequence, self.now)
@@ -407,21 +427,39 @@ class Mover:
                 passed[enrolment.subscriber_id],
                 waiting.get(enrolment.id),
             )
+        self.write_rows()
+
+    def write_rows(self) -> None:
+        """The deliveries decided for this batch, in one statement."""
+        if not self.rows:
+            return
+        self.session.execute(
+            _insert(self.session)(deliveries)
+            .values(self.rows)
+            .on_conflict_do_nothing(index_elements=["message", "subscriber_id"])
+        )
+        self.rows = []
 
     def waiting_states(self, batch: list[Enrolment]) -> dict[int, tuple[str, datetime | None]]:
         """The state (and sent time) of the delivery each waiting enrolment waits on."""
+        waiting: dict[tuple[int | None, str], int] = {
+            (e.subscriber_id, e.waiting_message): e.id for e in batch if e.waiting_message
+        }
         found: dict[int, tuple[str, datetime | None]] = {}
-        for enrolment in batch:
-            if enrolment.waiting_message is None:
-                continue
-            row = self.session.execute(
-                select(Delivery.state, Delivery.sent_at).where(
-                    Delivery.message == enrolment.waiting_message,
-                    Delivery.subscriber_id == enrolment.subscriber_id,
-                )
-            ).first()
-            if row is not None:
-                found[enrolment.id] = (row[0], row[1])
+        if not waiting:
+            return found
+        rows = self.session.execute(
+            select(
+                Delivery.subscriber_id, Delivery.message, Delivery.state, Delivery.sent_at
+            ).where(
+                Delivery.subscriber_id.in_([reader for reader, _ in waiting]),
+                Delivery.message.in_({message for _, message in waiting}),
+            )
+        )
+        for reader, message, state, sent_at in rows:
+            enrolment_id = waiting.get((reader, message))
+            if enrolment_id is not None:
+                found[enrolment_id] = (state, sent_at)
         return found
 
     def move_one(
@@ -486,37 +524,32 @@ class Mover:
 
     def record_send(self, key: str, subscriber_id: int, released: cadence.Release) -> None:
         """The step's delivery, first tried at its released time (and why, when deferred)."""
-        self.session.execute(
-            _insert(self.session)(deliveries)
-            .values(
-                message=key,
-                subscriber_id=subscriber_id,
-                state=State.QUEUED.value,
-                attempts=0,
-                uncertain_count=0,
-                next_attempt_at=released.at,
-                created_at=self.now,
-                deferred_reason=released.reason,
-            )
-            .on_conflict_do_nothing(index_elements=["message", "subscriber_id"])
-        )
+        self.rows.append(self._row(key, subscriber_id, State.QUEUED, released.at, released.reason))
 
     def record_skip(self, key: str, subscriber_id: int, at: datetime, reason: str) -> None:
         """A step the reader does not get: a ``skipped`` delivery keeps the place and the why."""
-        self.session.execute(
-            _insert(self.session)(deliveries)
-            .values(
-                message=key,
-                subscriber_id=subscriber_id,
-                state=State.SKIPPED.value,
-                attempts=0,
-                uncertain_count=0,
-                next_attempt_at=at,
-                created_at=self.now,
-                last_error=reason,
-            )
-            .on_conflict_do_nothing(index_elements=["message", "subscriber_id"])
-        )
+        self.rows.append(self._row(key, subscriber_id, State.SKIPPED, at, None, reason))
+
+    def _row(
+        self,
+        key: str,
+        subscriber_id: int,
+        state: State,
+        at: datetime,
+        deferred: str | None,
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "message": key,
+            "subscriber_id": subscriber_id,
+            "state": state.value,
+            "attempts": 0,
+            "uncertain_count": 0,
+            "next_attempt_at": at,
+            "created_at": self.now,
+            "deferred_reason": deferred,
+            "last_error": error,
+        }
 
     def skip_removed(self, enrolment: Enrolment) -> None:
         """The step was removed from the file before its delivery was claimed: not sent."""

@@ -1,0 +1,457 @@
+"""The plan: exactly who gets what and when, computed by the code that sends.
+
+``project`` runs one reader's future through the clock's own decisions, in the clock's order:
+each sequence's next step by ``sequences.decide_step`` (delay, send window in the reader's zone,
+condition), each campaign run at its time, each new email through ``cadence.release``, and each
+email assumed sent when it is first tried (as the clock then counts the next step from it). At
+one moment, sent emails are counted first, then sequences by name, then campaigns by time: the
+order of the clock's tick. The deliveries already waiting in the outbox are in the plan as they
+are.
+
+``plan`` runs ``project`` for every reader with something ahead, by keyset batches of readers;
+``simulate`` (``scheduler/simulate.py``) and ``explain`` run it for one reader.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Text, func, select, type_coerce
+from sqlalchemy.orm import Session
+
+from campaigns.sequence import Sequence
+from newsletter.db import Database
+from newsletter.settings import Settings
+from scheduler import cadence
+from scheduler.cadence import Caps
+from scheduler.campaigns import CampaignRun, RunState, readers_of
+from scheduler.deliveries import PENDING, STOPPED_RUN_STATES, Delivery
+from scheduler.sequences import (
+    Action,
+    Enrolment,
+    EnrolmentState,
+    decide_step,
+    read_sequences,
+    reader_zone,
+)
+from subscribers.models import SUPPRESSED_STATUSES, Status, Subscriber, SubscriberTag
+from subscribers.segments import parse_segment
+
+# The order of work at one moment: what was sent, then sequences, then campaigns.
+SENT, SEQUENCE, CAMPAIGN = 0, 1, 2
+
+
+@dataclass
+class Reader:
+    """A snapshot of a reader: what the decisions read (``sequences.ReaderFacts``)."""
+
+    id: int
+    email: str
+    status: str
+    timezone: str | None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def tag_names(self) -> list[str]:
+        return self.tags
+
+
+@dataclass(frozen=True)
+class Known:
+    """A delivery the outbox already holds for the reader."""
+
+    message: str
+    state: str
+    at: datetime  # sent, or set to be tried
+    sent_at: datetime | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Place:
+    """A reader's place in one sequence (from ``sequence_enrolments``)."""
+
+    sequence: str
+    state: str
+    enrolled_at: datetime
+    anchor_at: datetime
+    waiting_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """A scheduled campaign run the plan sends."""
+
+    id: int
+    name: str
+    message: str
+    send_at: datetime
+    caps: Caps
+
+
+@dataclass(frozen=True)
+class PlannedSend:
+    """One email the plan expects: to whom, what, when, and why then."""
+
+    at: datetime  # when it is first tried
+    message: str
+    subscriber_id: int
+    email: str
+    zone: str
+    due: datetime  # when it fell due, before any cadence cap
+    reason: str | None = None  # why ``at`` is later than ``due``
+    queued: bool = False  # already in the outbox (else still to be decided by the clock)
+
+    def row(self) -> dict[str, Any]:
+        local = self.at.astimezone(reader_zone(self.zone))
+        return {
+            "at": self.at.isoformat(),
+            "local_at": local.isoformat(),
+            "message": self.message,
+            "email": self.email,
+            "zone": self.zone,
+            "due": self.due.isoformat(),
+            "deferred": self.reason or "",
+            "queued": self.queued,
+        }
+
+
+@dataclass
+class _Track:
+    """One sequence while a reader's future is projected."""
+
+    sequence: Sequence
+    passed: set[str]
+    enrolled_at: datetime
+    anchor_at: datetime
+
+
+def project(
+    reader: Reader,
+    places: Iterable[Place],
+    known: Mapping[str, Known],
+    runs: Iterable[Run],
+    sequences: Mapping[str, Sequence | None],
+    *,
+    now: datetime,
+    until: datetime,
+    caps: Caps,
+    default_zone: str | None = None,
+    stopped: frozenset[str] = frozenset(),
+) -> list[PlannedSend]:
+    """The emails ``reader`` is sent from ``now`` to ``until``, in time order.
+
+    ``runs`` are the scheduled campaign runs whose segment the reader is in; ``stopped`` the
+    messages of paused or cancelled runs (their waiting deliveries are not sent).
+    """
+    zone = reader_zone(reader.timezone, default_zone)
+    zone_name = zone.key
+    places = list(places)
+    out: list[PlannedSend] = []
+    suppressed = reader.status in SUPPRESSED_STATUSES
+    # A waiting step removed from its file is skipped by the clock, not sent.
+    removed = {
+        p.waiting_message
+        for p in places
+        if p.waiting_message
+        and (seq := sequences.get(p.sequence)) is not None
+        and p.waiting_message not in _keys(seq)
+    }
+    for item in known.values():
+        if item.state in PENDING and not suppressed and item.message not in stopped | removed:
+            out.append(
+                PlannedSend(
+                    item.at,
+                    item.message,
+                    reader.id,
+                    reader.email,
+                    zone_name,
+                    item.at,
+                    item.reason,
+                    queued=True,
+                )
+            )
+    if reader.status != Status.CONFIRMED:
+        return _within(out, until)
+    history = [
+        (item.at, item.message)
+        for item in known.values()
+        if cadence.is_capped(item.message) and item.state in cadence.COUNTED_STATES
+    ]
+    entered: dict[str, datetime] = {}
+    tracks: dict[str, _Track] = {}
+    queue: list[tuple[datetime, int, str, int]] = []
+    for place in places:
+        entered[place.sequence] = place.enrolled_at
+        sequence = sequences.get(place.sequence)
+        if place.state != EnrolmentState.ACTIVE or sequence is None:
+            continue
+        prefix = f"sequence:{place.sequence}:"
+        track = _Track(
+            sequence,
+            {m.removeprefix(prefix) for m in known if m.startswith(prefix)},
+            place.enrolled_at,
+            place.anchor_at,
+        )
+        tracks[place.sequence] = track
+        waiting = known.get(place.waiting_message) if place.waiting_message else None
+        if waiting is not None and waiting.state in PENDING and waiting.message not in removed:
+            heapq.heappush(queue, (max(waiting.at, now), SENT, place.sequence, 0))
+            continue
+        if place.waiting_message is not None and place.waiting_message in _keys(sequence):
+            track.anchor_at = (waiting.sent_at if waiting else None) or now
+        heapq.heappush(queue, (now, SEQUENCE, place.sequence, 0))
+    run_list = list(runs)
+    for index, run in enumerate(run_list):
+        heapq.heappush(queue, (max(run.send_at, now), CAMPAIGN, run.message, index))
+    while queue:
+        moment, kind, name, index = heapq.heappop(queue)
+        if moment > until:
+            break
+        if kind == SENT:
+            tracks[name].anchor_at = moment
+            heapq.heappush(queue, (moment, SEQUENCE, name, 0))
+        elif kind == SEQUENCE:
+            track = tracks[name]
+            while True:
+                decision = decide_step(
+                    track.sequence,
+                    track.passed,
+                    track.enrolled_at,
+                    track.anchor_at,
+                    zone,
+                    reader,
+                    moment,
+                )
+                if decision.step is None or decision.due is None:
+                    break
+                if decision.action == Action.WAIT:
+                    heapq.heappush(queue, (decision.due, SEQUENCE, name, 0))
+                    break
+                track.passed.add(decision.step.id)
+                if decision.action == Action.SKIP:
+                    track.anchor_at = decision.due
+                    continue
+                key = track.sequence.message_key(decision.step)
+                released = cadence.release(key, decision.due, caps, history)
+                history.append((released.at, key))
+                out.append(_send(reader, zone_name, key, decision.due, released))
+                heapq.heappush(queue, (released.at, SENT, name, 0))
+                break
+        else:
+            run = run_list[index]
+            if run.message in known:
+                continue
+            released = cadence.release(run.message, run.send_at, run.caps, history, entered)
+            history.append((released.at, run.message))
+            out.append(_send(reader, zone_name, run.message, run.send_at, released))
+    return _within(out, until)
+
+
+def _keys(sequence: Sequence) -> set[str]:
+    return {sequence.message_key(step) for step in sequence.steps}
+
+
+def _send(
+    reader: Reader, zone: str, message: str, due: datetime, released: cadence.Release
+) -> PlannedSend:
+    return PlannedSend(released.at, message, reader.id, reader.email, zone, due, released.reason)
+
+
+def _within(sends: list[PlannedSend], until: datetime) -> list[PlannedSend]:
+    return sorted((s for s in sends if s.at <= until), key=lambda s: (s.at, s.message))
+
+
+# ---------------------------------------------------------------- reading the store
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the plan covers and with which settings."""
+
+    now: datetime
+    until: datetime
+    caps: Caps = cadence.NO_CAPS
+    default_zone: str | None = None
+    grace: timedelta = timedelta(hours=1)
+    campaign: str | None = None  # only this campaign's emails
+    sequences_root: Path | None = None
+
+
+def scope_from(
+    settings: Settings,
+    now: datetime,
+    ahead: timedelta,
+    *,
+    campaign: str | None = None,
+    sequences_root: Path | None = None,
+) -> Scope:
+    return Scope(
+        now=now,
+        until=now + ahead,
+        caps=Caps.from_settings(settings),
+        default_zone=settings.timezone,
+        grace=timedelta(seconds=settings.campaign_grace),
+        campaign=campaign,
+        sequences_root=sequences_root,
+    )
+
+
+def scheduled_runs(session: Session, scope: Scope) -> list[tuple[Run, str | None]]:
+    """The runs the clock will start by ``scope.until`` (not held for being late), with their
+    segments."""
+    rows = session.scalars(
+        select(CampaignRun)
+        .where(CampaignRun.state == RunState.SCHEDULED, CampaignRun.send_at <= scope.until)
+        .order_by(CampaignRun.send_at, CampaignRun.id)
+    )
+    return [
+        (Run(r.id, r.name, r.message, r.send_at, r.caps(scope.caps)), r.segment)
+        for r in rows
+        if scope.now - r.send_at <= scope.grace
+    ]
+
+
+def stopped_messages(session: Session) -> frozenset[str]:
+    return frozenset(
+        session.scalars(
+            select(CampaignRun.message).where(CampaignRun.state.in_(STOPPED_RUN_STATES))
+        )
+    )
+
+
+def plan(database: Database, scope: Scope, *, batch_size: int = 5000) -> Iterator[PlannedSend]:
+    """Every email due from ``scope.now`` to ``scope.until``, reader batch by reader batch (each
+    batch in time order; sort the whole if one order is needed)."""
+    sequences = dict(read_sequences(scope.sequences_root))
+    with database.session() as session:
+        runs = scheduled_runs(session, scope)
+        stopped = stopped_messages(session)
+    segments = {run.message: (None if seg is None else parse_segment(seg)) for run, seg in runs}
+    after = 0
+    while True:
+        with database.session() as session:
+            batch = _Batch.read(session, after, batch_size, scope, [r for r, _ in runs], segments)
+        if batch is None:
+            return
+        for reader in batch.readers:
+            sends = project(
+                reader,
+                batch.places.get(reader.id, ()),
+                batch.known.get(reader.id, {}),
+                batch.runs.get(reader.id, ()),
+                sequences,
+                now=scope.now,
+                until=scope.until,
+                caps=scope.caps,
+                default_zone=scope.default_zone,
+                stopped=stopped,
+            )
+            for send in sends:
+                if scope.campaign is None or send.message == f"campaign:{scope.campaign}":
+                    yield send
+        after = batch.last
+
+
+@dataclass
+class _Batch:
+    """What ``project`` needs for a batch of readers, read in a few queries."""
+
+    readers: list[Reader]
+    places: dict[int, list[Place]]
+    known: dict[int, dict[str, Known]]
+    runs: dict[int, list[Run]]
+    last: int
+
+    @classmethod
+    def read(
+        cls,
+        session: Session,
+        after: int,
+        size: int,
+        scope: Scope,
+        runs: list[Run],
+        segments: Mapping[str, Any],
+    ) -> _Batch | None:
+        ids = list(
+            session.scalars(
+                select(Subscriber.id)
+                .where(Subscriber.id > after)
+                .order_by(Subscriber.id)
+                .limit(size)
+            )
+        )
+        if not ids:
+            return None
+        low, high = ids[0], ids[-1]
+        in_batch = Subscriber.id.between(low, high)
+        readers = [
+            Reader(id_, email, status, zone, _attributes(data))
+            for id_, email, status, zone, data in session.execute(
+                select(
+                    Subscriber.id,
+                    Subscriber.email,
+                    Subscriber.status,
+                    Subscriber.timezone,
+                    type_coerce(Subscriber.attributes, Text),
+                )
+                .where(in_batch)
+                .order_by(Subscriber.id)
+            )
+        ]
+        by_id = {reader.id: reader for reader in readers}
+        for reader_id, tag in session.execute(
+            select(SubscriberTag.subscriber_id, SubscriberTag.tag).where(
+                SubscriberTag.subscriber_id.between(low, high)
+            )
+        ):
+            by_id[reader_id].tags.append(tag)
+        places: dict[int, list[Place]] = {}
+        for row in session.execute(
+            select(
+                Enrolment.subscriber_id,
+                Enrolment.sequence,
+                Enrolment.state,
+                Enrolment.enrolled_at,
+                Enrolment.anchor_at,
+                Enrolment.waiting_message,
+            ).where(Enrolment.subscriber_id.between(low, high))
+        ):
+            places.setdefault(row[0], []).append(Place(*row[1:]))
+        known: dict[int, dict[str, Known]] = {}
+        for delivered_to, message, state, at, sent_at, reason in session.execute(
+            select(
+                Delivery.subscriber_id,
+                Delivery.message,
+                Delivery.state,
+                func.coalesce(Delivery.sent_at, Delivery.next_attempt_at),
+                Delivery.sent_at,
+                Delivery.deferred_reason,
+            ).where(Delivery.subscriber_id.between(low, high))
+        ):
+            if delivered_to is None:
+                continue
+            known.setdefault(delivered_to, {})[message] = Known(
+                message, state, cadence._aware(at), sent_at, reason
+            )
+        members: dict[int, list[Run]] = {}
+        for run in runs:
+            if scope.campaign is not None and run.name != scope.campaign:
+                continue
+            condition = readers_of(segments[run.message])
+            for reader_id in session.scalars(select(Subscriber.id).where(condition, in_batch)):
+                members.setdefault(reader_id, []).append(run)
+        return cls(readers, places, known, members, high)
+
+
+def _attributes(stored: Any) -> dict[str, Any]:
+    if isinstance(stored, dict):
+        return stored
+    return {} if not stored or stored == "{}" else dict(json.loads(stored))
