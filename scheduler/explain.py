@@ -35,7 +35,6 @@ from scheduler.plan import PlannedSend, Scope, _Batch, project, scheduled_runs, 
 from scheduler.sequences import (
     Enrolment,
     EnrolmentState,
-    after_delay,
     condition_matches,
     read_sequences,
     reader_zone,
@@ -495,69 +494,59 @@ def _sequence_gates(context: _Context, key: str) -> list[Gate]:
         gates.append(Gate("condition", PASS if matched else HOLD, reason or f"meets {step.when}"))
         if not matched:
             return gates
-    previous = sequence.steps[index - 1] if index > 0 else None
-    if previous is not None and sequence.message_key(previous) not in context.rows:
-        planned = context.planned.get(sequence.message_key(previous))
-        until = f", planned at {_both(planned.at, context.zone)}" if planned else ""
+    previous = _previous_pending(context, sequence, index)
+    if previous is not None:
+        message, at = previous
         gates.append(
             Gate(
                 "sequence",
                 HOLD,
-                f"waits for step {previous.id!r} first{until}",
-                planned.at if planned else None,
+                f"waits for step {message.rpartition(':')[2]!r} first, planned at "
+                f"{_both(at, context.zone)}",
+                at,
             )
         )
-        return gates + _timing_gates(context, key, step, None)
-    anchor = _anchor(context, sequence, step, place)
-    return gates + _timing_gates(context, key, step, anchor)
+    return gates + _timing_gates(context, key, step)
 
 
-def _anchor(context: _Context, sequence: Sequence, step: Step, place: Enrolment) -> datetime:
-    if step.after_confirmation:
-        return place.enrolled_at
-    index = sequence.steps.index(step)
-    previous = context.rows.get(sequence.message_key(sequence.steps[index - 1]))
-    if previous is not None and previous.sent_at is not None:
-        return previous.sent_at
-    return place.anchor_at
+def _previous_pending(
+    context: _Context, sequence: Sequence, index: int
+) -> tuple[str, datetime] | None:
+    """The earlier step of the sequence still to be sent to the reader, if any."""
+    for earlier in reversed(sequence.steps[:index]):
+        message = sequence.message_key(earlier)
+        row = context.rows.get(message)
+        if row is not None and row.state not in PENDING:
+            return None
+        planned = context.planned.get(message)
+        if planned is not None:
+            return message, planned.at
+    return None
 
 
-def _timing_gates(context: _Context, key: str, step: Step, anchor: datetime | None) -> list[Gate]:
-    """The delay and the send window, from the projection's due time."""
+def _timing_gates(context: _Context, key: str, step: Step) -> list[Gate]:
+    """The delay and the send window, from the projection's times for this step."""
     planned = context.planned.get(key)
-    gates = []
+    if planned is None or planned.ready is None:
+        return []
     since = "confirmation" if step.after_confirmation else "the previous step"
-    if anchor is not None:
-        raw = after_delay(anchor, step.delay, context.zone)
-        if raw > context.now:
-            gates.append(
-                Gate(
-                    "delay",
-                    HOLD,
-                    f"{_span(step.delay)} after {since} ({_utc(anchor)}): due "
-                    f"{_both(raw, context.zone)}",
-                    raw,
-                )
-            )
-        else:
-            gates.append(Gate("delay", PASS, f"{_span(step.delay)} after {since}: due {_utc(raw)}"))
+    ready, due = planned.ready, planned.due
+    if ready > context.now:
+        delay = Gate(
+            "delay",
+            HOLD,
+            f"{_span(step.delay)} after {since}: due {_both(ready, context.zone)}",
+            ready,
+        )
+    else:
+        delay = Gate("delay", PASS, f"{_span(step.delay)} after {since}: due {_utc(ready)}")
+    gates = [delay]
     if step.window is not None:
-        window = _window(step)
-        if (
-            planned is not None
-            and anchor is not None
-            and planned.due > after_delay(anchor, step.delay, context.zone)
-        ):
-            gates.append(
-                Gate(
-                    "window",
-                    HOLD,
-                    f"{window} in {context.zone.key}: opens {_both(planned.due, context.zone)}",
-                    planned.due,
-                )
-            )
+        window = f"{_window(step)} in {context.zone.key}"
+        if due > ready:
+            gates.append(Gate("window", HOLD, f"{window}: opens {_both(due, context.zone)}", due))
         else:
-            gates.append(Gate("window", PASS, f"{window} in {context.zone.key}"))
+            gates.append(Gate("window", PASS, window))
     return gates
 
 

@@ -36,6 +36,7 @@ from scheduler.sequences import (
     Action,
     Enrolment,
     EnrolmentState,
+    after_delay,
     decide_step,
     read_sequences,
     reader_zone,
@@ -108,6 +109,7 @@ class PlannedSend:
     due: datetime  # when it fell due, before any cadence cap
     reason: str | None = None  # why ``at`` is later than ``due``
     queued: bool = False  # already in the outbox (else still to be decided by the clock)
+    ready: datetime | None = None  # a step's delay over, before its send window
 
     def row(self) -> dict[str, Any]:
         local = self.at.astimezone(reader_zone(self.zone))
@@ -242,7 +244,10 @@ def project(
                 key = track.sequence.message_key(decision.step)
                 released = cadence.release(key, decision.due, caps, history)
                 history.append((released.at, key))
-                out.append(_send(reader, zone_name, key, decision.due, released))
+                step = decision.step
+                base = track.enrolled_at if step.after_confirmation else track.anchor_at
+                ready = after_delay(base, step.delay, zone)
+                out.append(_send(reader, zone_name, key, decision.due, released, ready))
                 heapq.heappush(queue, (released.at, SENT, name, 0))
                 break
         else:
@@ -260,9 +265,16 @@ def _keys(sequence: Sequence) -> set[str]:
 
 
 def _send(
-    reader: Reader, zone: str, message: str, due: datetime, released: cadence.Release
+    reader: Reader,
+    zone: str,
+    message: str,
+    due: datetime,
+    released: cadence.Release,
+    ready: datetime | None = None,
 ) -> PlannedSend:
-    return PlannedSend(released.at, message, reader.id, reader.email, zone, due, released.reason)
+    return PlannedSend(
+        released.at, message, reader.id, reader.email, zone, due, released.reason, ready=ready
+    )
 
 
 def _within(sends: list[PlannedSend], until: datetime) -> list[PlannedSend]:
