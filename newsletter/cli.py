@@ -37,6 +37,8 @@ app.add_typer(campaign_app, name="campaign")
 app.add_typer(scheduler_cli.app, name="deliveries")
 app.add_typer(sequence_cli.app, name="sequence")
 app.command("worker")(scheduler_cli.worker)
+app.command("explain")(scheduler_cli.explain_command)
+app.command("plan")(scheduler_cli.plan_command)
 # Scheduling lives in the scheduler; campaigns may not import it, so the shell attaches it.
 campaign_app.command("schedule")(scheduler_cli.schedule)
 campaign_app.command("pause")(scheduler_cli.pause)

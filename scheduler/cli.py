@@ -4,14 +4,16 @@ campaign group, since ``campaigns`` may not import the scheduler)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from newsletter import runtime
+from newsletter.db import utcnow
+from newsletter.settings import parse_duration
 from scheduler import campaigns as runs
 from scheduler.clock import DueWork, schedule_campaign, start_clock
 from scheduler.deliveries import delivery_counts, enqueue, retry_failed
+from scheduler.explain import explain, format_explanation
+from scheduler.plan import plan, scope_from
 from scheduler.rendering import Renderer
+from scheduler.sequences import reader_zone
 from scheduler.worker import WorkerOptions, run_worker
+from subscribers.export import escape_cell
 
 # What the clock calls every few seconds besides campaign runs; the shell adds to it (for
 # example the sequences' ``enqueue_due_steps``) before the CLI runs.
@@ -249,3 +257,88 @@ def _watch(database: Any, name: str) -> None:
             if found["state"] in ("done", "cancelled", "held"):
                 break
             time.sleep(1.0)
+
+
+# ---------------------------------------------------------------- newsletter explain | plan
+
+# Rows the plan's table shows; the CSV and JSON carry every row.
+PLAN_TABLE_ROWS = 50
+
+
+def explain_command(
+    email: str = typer.Argument(..., help="The reader's address."),
+    message: str | None = typer.Argument(
+        None,
+        help="A campaign name, or SEQUENCE:STEP such as welcome:vitamin-k2 (default: every one).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object, for scripts."),
+) -> None:
+    """Why a reader did or did not get an email, gate by gate, and what comes next."""
+    found = explain(runtime.database(), runtime.settings(), email, message)
+    if as_json:
+        typer.echo(json.dumps(found.to_dict()))
+        return
+    typer.echo(format_explanation(found))
+
+
+def plan_command(
+    ahead: str = typer.Option("48h", "--next", help="How far ahead: 48h, 7d, 90m."),
+    campaign: str | None = typer.Option(None, "--campaign", help="Only this campaign."),
+    as_csv: bool = typer.Option(False, "--csv", help="Every row as CSV on standard output."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object, for scripts."),
+) -> None:
+    """Exactly who gets what and when, computed by the code that sends."""
+    try:
+        span = timedelta(seconds=parse_duration(ahead))
+    except ValueError:
+        raise typer.BadParameter(f"{ahead!r}: expected a duration such as 48h, 7d or 90m") from None
+    settings = runtime.settings()
+    scope = scope_from(settings, utcnow(), span, campaign=campaign)
+    sends = sorted(plan(runtime.database(), scope), key=lambda s: (s.at, s.message, s.email))
+    if as_csv:
+        _plan_csv(sends)
+        return
+    by_message = Counter(send.message for send in sends)
+    if as_json:
+        document = {
+            "from": scope.now.isoformat(),
+            "until": scope.until.isoformat(),
+            "count": len(sends),
+            "by_message": dict(sorted(by_message.items())),
+            "sends": [send.row() for send in sends],
+        }
+        typer.echo(json.dumps(document))
+        return
+    _plan_table(scope.now, scope.until, sends, by_message)
+
+
+def _plan_csv(sends: list[Any]) -> None:
+    writer = csv.writer(sys.stdout)
+    columns = ("at", "local_at", "message", "email", "zone", "due", "deferred", "queued")
+    writer.writerow(columns)
+    for send in sends:
+        row = send.row()
+        writer.writerow([escape_cell(str(row[column])) for column in columns])
+
+
+def _plan_table(start: datetime, end: datetime, sends: list[Any], by_message: Counter[str]) -> None:
+    console.print(
+        f"plan from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC: {len(sends)} emails"
+    )
+    if not sends:
+        return
+    table = Table("UTC", "reader's time", "message", "reader", "deferred")
+    for send in sends[:PLAN_TABLE_ROWS]:
+        local = send.at.astimezone(reader_zone(send.zone))
+        table.add_row(
+            f"{send.at:%Y-%m-%d %H:%M}",
+            f"{local:%a %H:%M} {send.zone}",
+            send.message,
+            send.email,
+            send.reason or "",
+        )
+    console.print(table)
+    if len(sends) > PLAN_TABLE_ROWS:
+        console.print(f"… and {len(sends) - PLAN_TABLE_ROWS} more: --csv lists every one")
+    for message, count in sorted(by_message.items()):
+        console.print(f"{message}: {count}")
