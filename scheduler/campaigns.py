@@ -425,11 +425,13 @@ def start_run(
 
     try:
         if run_caps.off:
+            # First tried when it fell due (never later than the real now): plan's time too.
             created = enqueue(
                 database,
                 message,
                 segment=None if condition is None else (lambda: condition),
                 progress=batch_done,
+                not_before=min(send_at, utcnow()),
             )
         else:
             created = enqueue_capped(
