@@ -147,11 +147,13 @@ def project(
     caps: Caps,
     default_zone: str | None = None,
     stopped: frozenset[str] = frozenset(),
+    skipped: list[tuple[str, datetime, str]] | None = None,
 ) -> list[PlannedSend]:
     """The emails ``reader`` is sent from ``now`` to ``until``, in time order.
 
     ``runs`` are the scheduled campaign runs whose segment the reader is in; ``stopped`` the
-    messages of paused or cancelled runs (their waiting deliveries are not sent).
+    messages of paused or cancelled runs (their waiting deliveries are not sent). Steps the
+    reader will not get (a condition not met) are added to ``skipped`` when it is given.
     """
     zone = reader_zone(reader.timezone, default_zone)
     zone_name = zone.key
@@ -240,6 +242,9 @@ def project(
                 track.passed.add(decision.step.id)
                 if decision.action == Action.SKIP:
                     track.anchor_at = decision.due
+                    if skipped is not None and decision.due <= until:
+                        key = track.sequence.message_key(decision.step)
+                        skipped.append((key, decision.due, decision.reason))
                     continue
                 key = track.sequence.message_key(decision.step)
                 released = cadence.release(key, decision.due, caps, history)

@@ -6,6 +6,7 @@ Registered by the shell as ``app.add_typer(sequence_cli.app, name="sequence")``.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import typer
@@ -15,7 +16,18 @@ from sqlalchemy import func, select
 
 from campaigns.sequence import WEEKDAYS, list_sequences, load_sequence
 from newsletter import runtime
-from scheduler.sequences import STEP_STATES, Enrolment, EnrolmentState, sequence_status
+from newsletter.db import utcnow
+from newsletter.errors import ValidationError
+from scheduler.cadence import Caps
+from scheduler.campaigns import parse_when
+from scheduler.sequences import (
+    STEP_STATES,
+    Enrolment,
+    EnrolmentState,
+    reader_zone,
+    sequence_status,
+)
+from scheduler.simulate import TimelineEntry, simulate, simulate_reader
 
 app = typer.Typer(help="Sequences: the steps readers get after confirming.", no_args_is_help=True)
 console = Console(highlight=False)
@@ -98,3 +110,68 @@ def status_command(
         f"readers: {readers['active']} active, {readers['completed']} completed, "
         f"{readers['left']} left"
     )
+
+
+@app.command("simulate")
+def simulate_command(
+    name: str = typer.Argument(..., help="The sequence, such as welcome."),
+    reader: str | None = typer.Option(None, "--reader", help="A reader's address: their timeline."),
+    zone: str | None = typer.Option(
+        None, "--zone", help="A made-up reader's zone (default NEWSLETTER_TIMEZONE)."
+    ),
+    confirmed_at: str | None = typer.Option(
+        None, "--confirmed-at", help='When they confirm, in --zone: "2026-10-30 18:30" (now).'
+    ),
+    tag: list[str] = typer.Option([], "--tag", help="A tag the made-up reader has (repeat)."),
+    days: int = typer.Option(30, "--days", min=1, max=3660, help="How many days to show."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object, for scripts."),
+) -> None:
+    """A reader's whole timeline in a sequence on a simulated clock (nothing is sent)."""
+    started = time.process_time()
+    sequence = load_sequence(name)
+    settings = runtime.settings()
+    if reader is not None:
+        if zone or confirmed_at or tag:
+            raise ValidationError(
+                {"reader": "give --reader alone, or --zone and --confirmed-at for a made-up one"}
+            )
+        timeline = simulate_reader(
+            runtime.database(), settings, sequence, reader, now=utcnow(), days=days
+        )
+        who = reader
+    else:
+        where = zone or settings.timezone
+        when = parse_when(confirmed_at, where) if confirmed_at else utcnow()
+        timeline = simulate(
+            sequence,
+            zone=where,
+            confirmed_at=when,
+            days=days,
+            caps=Caps.from_settings(settings),
+            tags=tuple(tag),
+        )
+        local = when.astimezone(reader_zone(where))
+        who = f"a reader in {where} confirming {local:%a %Y-%m-%d %H:%M}"
+    elapsed = (time.process_time() - started) * 1000
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"sequence": name, "reader": who, "timeline": [e.to_dict() for e in timeline]}
+            )
+        )
+        return
+    _print_timeline(name, who, timeline, elapsed)
+
+
+def _print_timeline(name: str, who: str, timeline: list[TimelineEntry], elapsed: float) -> None:
+    table = Table("step", "reader's time", "UTC", "state", "note", title=f"{name}: {who}")
+    for entry in timeline:
+        table.add_row(
+            entry.step,
+            f"{entry.local:%a %Y-%m-%d %H:%M %Z}",
+            f"{entry.at:%Y-%m-%d %H:%M}",
+            entry.state,
+            entry.note,
+        )
+    console.print(table)
+    console.print(f"simulated in {elapsed:.1f} ms of CPU")
