@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -14,12 +15,13 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from campaigns.sequence import WEEKDAYS, list_sequences, load_sequence
+from campaigns.sequence import WEEKDAYS, list_sequences, load_sequence, parse_sequence
 from newsletter import runtime
 from newsletter.db import utcnow
 from newsletter.errors import ValidationError
 from scheduler.cadence import Caps
 from scheduler.campaigns import parse_when
+from scheduler.diff import diff_sequence
 from scheduler.sequences import (
     STEP_STATES,
     Enrolment,
@@ -175,3 +177,43 @@ def _print_timeline(name: str, who: str, timeline: list[TimelineEntry], elapsed:
         )
     console.print(table)
     console.print(f"simulated in {elapsed:.1f} ms of CPU")
+
+
+@app.command("diff")
+def diff_command(
+    name: str = typer.Argument(..., help="The sequence, such as welcome."),
+    file: Path | None = typer.Option(
+        None,
+        "--file",
+        help="An edited copy to compare before putting it in place (default: the file as it is).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object, for scripts."),
+) -> None:
+    """How many readers an edit gives an inserted step, skips a removed one, or moves in time."""
+    sequence = load_sequence(name)
+    if file is not None:
+        candidate = parse_sequence(file)
+        sequence = type(sequence)(name, sequence.path, candidate.description, candidate.steps)
+    found = diff_sequence(runtime.database(), runtime.settings(), sequence, now=utcnow())
+    if as_json:
+        typer.echo(json.dumps(found.to_dict()))
+        return
+    console.print(
+        f"sequence {name}: {found.readers} active readers, {found.on_other_versions} on "
+        f"another version than {'--file' if file else 'the file'} ({found.version})"
+    )
+    for label, steps in (
+        ("added", found.steps_added),
+        ("removed", found.steps_removed),
+        ("changed", found.steps_changed),
+    ):
+        if steps:
+            console.print(f"steps {label}: {', '.join(steps)}")
+    console.print(f"{found.inserted} readers would get an inserted step")
+    console.print(f"{found.removed} readers would skip a removed step")
+    console.print(f"{found.moved} readers would have a step move in time")
+    if found.unknown:
+        console.print(f"{found.unknown} readers are on a version whose steps were not kept")
+    console.print(
+        "steps already sent are never sent again; the clock applies the file on its next tick"
+    )
