@@ -210,7 +210,9 @@ def _context(
     )
     runs = scheduled_runs(session, scope)
     segments = {run.message: None if seg is None else parse_segment(seg) for run, seg in runs}
-    batch = _Batch.read(session, reader.id - 1, 1, scope, [r for r, _ in runs], segments)
+    batch = _Batch.read(
+        session, reader.id - 1, 1, scope, [r for r, _ in runs], segments, everything=True
+    )
     planned: dict[str, PlannedSend] = {}
     if batch is not None and batch.readers:
         for send in project(

@@ -20,10 +20,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Text, func, select, type_coerce
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from campaigns.sequence import Sequence
 from newsletter.db import Database
@@ -97,9 +98,9 @@ class Run:
     caps: Caps
 
 
-@dataclass(frozen=True)
-class PlannedSend:
-    """One email the plan expects: to whom, what, when, and why then."""
+class PlannedSend(NamedTuple):
+    """One email the plan expects: to whom, what, when, and why then. Tuples sort by time,
+    then message, then reader: the plan's order."""
 
     at: datetime  # when it is first tried
     message: str
@@ -283,7 +284,7 @@ def _send(
 
 
 def _within(sends: list[PlannedSend], until: datetime) -> list[PlannedSend]:
-    return sorted((s for s in sends if s.at <= until), key=lambda s: (s.at, s.message))
+    return sorted(s for s in sends if s.at <= until)
 
 
 # ---------------------------------------------------------------- reading the store
@@ -352,18 +353,43 @@ def plan(database: Database, scope: Scope, *, batch_size: int = 5000) -> Iterato
         runs = scheduled_runs(session, scope)
         stopped = stopped_messages(session)
     segments = {run.message: (None if seg is None else parse_segment(seg)) for run, seg in runs}
+    runs_only = [run for run, _ in runs]
     after = 0
     while True:
         with database.session() as session:
             batch = _Batch.read(session, after, batch_size, scope, [r for r, _ in runs], segments)
         if batch is None:
             return
-        for reader in batch.readers:
+        # A reader with nothing in the outbox that a decision reads and no sequence to move
+        # on gets each campaign at ``cadence.release`` of an empty history: the same for all,
+        # so it is decided once per run (most readers of a large list).
+        alone = {
+            run.message: cadence.release(run.message, run.send_at, run.caps) for run in runs_only
+        }
+        for row in batch.rows:
+            reader_id = row[0]
+            if reader_id not in batch.known and reader_id not in batch.places:
+                if row[2] != Status.CONFIRMED:
+                    continue
+                zone = reader_zone(row[3], scope.default_zone).key
+                for run in batch.runs.get(reader_id, ()):
+                    released = alone[run.message]
+                    if released.at <= scope.until:
+                        yield PlannedSend(
+                            released.at,
+                            run.message,
+                            reader_id,
+                            row[1],
+                            zone,
+                            run.send_at,
+                            released.reason,
+                        )
+                continue
             sends = project(
-                reader,
-                batch.places.get(reader.id, ()),
-                batch.known.get(reader.id, {}),
-                batch.runs.get(reader.id, ()),
+                batch.reader(row),
+                batch.places.get(reader_id, ()),
+                batch.known.get(reader_id, {}),
+                batch.runs.get(reader_id, ()),
                 sequences,
                 now=scope.now,
                 until=scope.until,
@@ -381,7 +407,8 @@ def plan(database: Database, scope: Scope, *, batch_size: int = 5000) -> Iterato
 class _Batch:
     """What ``project`` needs for a batch of readers, read in a few queries."""
 
-    readers: list[Reader]
+    rows: list[Any]  # (id, email, status, zone, attributes as text) per reader
+    tags: dict[int, list[str]]
     places: dict[int, list[Place]]
     known: dict[int, dict[str, Known]]
     runs: dict[int, list[Run]]
@@ -396,6 +423,8 @@ class _Batch:
         scope: Scope,
         runs: list[Run],
         segments: Mapping[str, Any],
+        *,
+        everything: bool = False,
     ) -> _Batch | None:
         ids = list(
             session.scalars(
@@ -409,9 +438,8 @@ class _Batch:
             return None
         low, high = ids[0], ids[-1]
         in_batch = Subscriber.id.between(low, high)
-        readers = [
-            Reader(id_, email, status, zone, _attributes(data))
-            for id_, email, status, zone, data in session.execute(
+        rows: list[Any] = list(
+            session.execute(
                 select(
                     Subscriber.id,
                     Subscriber.email,
@@ -422,14 +450,37 @@ class _Batch:
                 .where(in_batch)
                 .order_by(Subscriber.id)
             )
-        ]
-        by_id = {reader.id: reader for reader in readers}
-        for reader_id, tag in session.execute(
-            select(SubscriberTag.subscriber_id, SubscriberTag.tag).where(
-                SubscriberTag.subscriber_id.between(low, high)
+        )
+        tags: dict[int, list[str]] = {}
+        # Only what a decision from ``scope.now`` on can read: every row of a reader who is
+        # moving through a sequence; for the others, what is still to be sent, and what was
+        # sent recently enough to hold a campaign back (the gap before the oldest campaign the
+        # clock still starts) or, for the quiet times, sequences entered as recently.
+        horizon = (
+            scope.now - scope.grace - max([scope.caps.min_gap, *(run.caps.min_gap for run in runs)])
+        )
+        quiet = max(
+            [
+                timedelta(0),
+                *scope.caps.quiet.values(),
+                *(q for r in runs for q in r.caps.quiet.values()),
+            ]
+        )
+        enrolled = Enrolment.subscriber_id.between(low, high)
+        moving = set(
+            session.scalars(
+                select(Enrolment.subscriber_id).where(
+                    enrolled, Enrolment.state == EnrolmentState.ACTIVE
+                )
             )
-        ):
-            by_id[reader_id].tags.append(tag)
+        )
+        if moving:  # tags matter to steps' conditions only
+            for reader_id, tag in session.execute(
+                select(SubscriberTag.subscriber_id, SubscriberTag.tag).where(
+                    SubscriberTag.subscriber_id.in_(moving)
+                )
+            ):
+                tags.setdefault(reader_id, []).append(tag)
         places: dict[int, list[Place]] = {}
         for row in session.execute(
             select(
@@ -439,19 +490,31 @@ class _Batch:
                 Enrolment.enrolled_at,
                 Enrolment.anchor_at,
                 Enrolment.waiting_message,
-            ).where(Enrolment.subscriber_id.between(low, high))
+            ).where(
+                enrolled,
+                (Enrolment.state == EnrolmentState.ACTIVE)
+                | (Enrolment.enrolled_at > scope.now - scope.grace - quiet),
+            )
         ):
             places.setdefault(row[0], []).append(Place(*row[1:]))
+        when = func.coalesce(Delivery.sent_at, Delivery.next_attempt_at)
+        wanted: ColumnElement[bool] = Delivery.subscriber_id.between(low, high)
+        if not everything:
+            wanted = wanted & (
+                Delivery.subscriber_id.in_(moving)
+                | Delivery.state.in_(list(PENDING))
+                | (when > horizon)
+            )
         known: dict[int, dict[str, Known]] = {}
         for delivered_to, message, state, at, sent_at, reason in session.execute(
             select(
                 Delivery.subscriber_id,
                 Delivery.message,
                 Delivery.state,
-                func.coalesce(Delivery.sent_at, Delivery.next_attempt_at),
+                when,
                 Delivery.sent_at,
                 Delivery.deferred_reason,
-            ).where(Delivery.subscriber_id.between(low, high))
+            ).where(wanted)
         ):
             if delivered_to is None:
                 continue
@@ -465,7 +528,15 @@ class _Batch:
             condition = readers_of(segments[run.message])
             for reader_id in session.scalars(select(Subscriber.id).where(condition, in_batch)):
                 members.setdefault(reader_id, []).append(run)
-        return cls(readers, places, known, members, high)
+        return cls(rows, tags, places, known, members, high)
+
+    def reader(self, row: Any) -> Reader:
+        id_, email, status, zone, data = row
+        return Reader(id_, email, status, zone, _attributes(data), self.tags.get(id_, []))
+
+    @property
+    def readers(self) -> list[Reader]:
+        return [self.reader(row) for row in self.rows]
 
 
 def _attributes(stored: Any) -> dict[str, Any]:

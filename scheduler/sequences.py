@@ -37,6 +37,7 @@ changed delay or window applies to every reader not yet past that step.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import logging
@@ -127,8 +128,12 @@ versions = cast(Table, SequenceVersion.__table__)
 # ---------------------------------------------------------------- time
 
 
+@functools.lru_cache(maxsize=1024)
 def reader_zone(timezone: str | None, default: str | None = None) -> ZoneInfo:
-    """The reader's zone, else the publisher's (``NEWSLETTER_TIMEZONE``), else UTC."""
+    """The reader's zone, else the publisher's (``NEWSLETTER_TIMEZONE``), else UTC.
+
+    Cached: ``ZoneInfo`` keeps only the last eight zones strongly, and a list cycling through
+    more would read a zone file per reader."""
     for name in (timezone, default):
         if name:
             try:

@@ -86,7 +86,7 @@ def simulate_reader(
         )
         if reader_id is None:
             raise NotFoundError(f"no reader has the address {normalise_address(email)}")
-        batch = _Batch.read(session, reader_id - 1, 1, scope, [], {})
+        batch = _Batch.read(session, reader_id - 1, 1, scope, [], {}, everything=True)
     assert batch is not None
     reader = batch.readers[0]
     places = [p for p in batch.places.get(reader_id, []) if p.sequence == sequence.name]
