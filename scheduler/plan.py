@@ -426,8 +426,9 @@ class _Batch:
         *,
         everything: bool = False,
     ) -> _Batch | None:
+        core = session.connection()  # plain rows: no ORM bookkeeping on a million of them
         ids = list(
-            session.scalars(
+            core.scalars(
                 select(Subscriber.id)
                 .where(Subscriber.id > after)
                 .order_by(Subscriber.id)
@@ -439,7 +440,7 @@ class _Batch:
         low, high = ids[0], ids[-1]
         in_batch = Subscriber.id.between(low, high)
         rows: list[Any] = list(
-            session.execute(
+            core.execute(
                 select(
                     Subscriber.id,
                     Subscriber.email,
@@ -468,21 +469,21 @@ class _Batch:
         )
         enrolled = Enrolment.subscriber_id.between(low, high)
         moving = set(
-            session.scalars(
+            core.scalars(
                 select(Enrolment.subscriber_id).where(
                     enrolled, Enrolment.state == EnrolmentState.ACTIVE
                 )
             )
         )
         if moving:  # tags matter to steps' conditions only
-            for reader_id, tag in session.execute(
+            for reader_id, tag in core.execute(
                 select(SubscriberTag.subscriber_id, SubscriberTag.tag).where(
                     SubscriberTag.subscriber_id.in_(moving)
                 )
             ):
                 tags.setdefault(reader_id, []).append(tag)
         places: dict[int, list[Place]] = {}
-        for row in session.execute(
+        for row in core.execute(
             select(
                 Enrolment.subscriber_id,
                 Enrolment.sequence,
@@ -506,7 +507,7 @@ class _Batch:
                 | (when > horizon)
             )
         known: dict[int, dict[str, Known]] = {}
-        for delivered_to, message, state, at, sent_at, reason in session.execute(
+        for delivered_to, message, state, at, sent_at, reason in core.execute(
             select(
                 Delivery.subscriber_id,
                 Delivery.message,
@@ -526,7 +527,7 @@ class _Batch:
             if scope.campaign is not None and run.name != scope.campaign:
                 continue
             condition = readers_of(segments[run.message])
-            for reader_id in session.scalars(select(Subscriber.id).where(condition, in_batch)):
+            for reader_id in core.scalars(select(Subscriber.id).where(condition, in_batch)):
                 members.setdefault(reader_id, []).append(run)
         return cls(rows, tags, places, known, members, high)
 

@@ -344,8 +344,23 @@ class StepDecision:
 def next_step(sequence: Sequence, passed: set[str]) -> Step | None:
     """The step after the last one, in the file's order, that the reader passed."""
     steps = sequence.steps
-    last = max((i for i, s in enumerate(steps) if s.id in passed), default=-1)
+    index = _positions(steps)
+    last = max((index[step_id] for step_id in passed if step_id in index), default=-1)
     return steps[last + 1] if last + 1 < len(steps) else None
+
+
+# Each step's position, per list of steps (looked up by identity: hashing steps costs more).
+_step_positions: dict[int, tuple[tuple[Step, ...], dict[str, int]]] = {}
+
+
+def _positions(steps: tuple[Step, ...]) -> dict[str, int]:
+    found = _step_positions.get(id(steps))
+    if found is None or found[0] is not steps:
+        if len(_step_positions) > 256:
+            _step_positions.clear()
+        found = (steps, {step.id: position for position, step in enumerate(steps)})
+        _step_positions[id(steps)] = found
+    return found[1]
 
 
 def decide_step(
