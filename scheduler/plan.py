@@ -45,6 +45,7 @@ from scheduler.sequences import (
 from subscribers.models import SUPPRESSED_STATUSES, Status, Subscriber, SubscriberTag
 from subscribers.segments import parse_segment
 
+CONFIRMED = Status.CONFIRMED.value
 # The order of work at one moment: what was sent, then sequences, then campaigns.
 SENT, SEQUENCE, CAMPAIGN = 0, 1, 2
 
@@ -354,6 +355,7 @@ def plan(database: Database, scope: Scope, *, batch_size: int = 5000) -> Iterato
         stopped = stopped_messages(session)
     segments = {run.message: (None if seg is None else parse_segment(seg)) for run, seg in runs}
     runs_only = [run for run, _ in runs]
+    zones: dict[str | None, str] = {}
     after = 0
     while True:
         with database.session() as session:
@@ -366,13 +368,17 @@ def plan(database: Database, scope: Scope, *, batch_size: int = 5000) -> Iterato
         alone = {
             run.message: cadence.release(run.message, run.send_at, run.caps) for run in runs_only
         }
+        known, places, members = batch.known, batch.places, batch.runs
         for row in batch.rows:
             reader_id = row[0]
-            if reader_id not in batch.known and reader_id not in batch.places:
-                if row[2] != Status.CONFIRMED:
+            if reader_id not in known and reader_id not in places:
+                its_runs = members.get(reader_id)
+                if not its_runs or row[2] != CONFIRMED:
                     continue
-                zone = reader_zone(row[3], scope.default_zone).key
-                for run in batch.runs.get(reader_id, ()):
+                zone = zones.get(row[3])
+                if zone is None:
+                    zone = zones[row[3]] = reader_zone(row[3], scope.default_zone).key
+                for run in its_runs:
                     released = alone[run.message]
                     if released.at <= scope.until:
                         yield PlannedSend(
@@ -427,18 +433,6 @@ class _Batch:
         everything: bool = False,
     ) -> _Batch | None:
         core = session.connection()  # plain rows: no ORM bookkeeping on a million of them
-        ids = list(
-            core.scalars(
-                select(Subscriber.id)
-                .where(Subscriber.id > after)
-                .order_by(Subscriber.id)
-                .limit(size)
-            )
-        )
-        if not ids:
-            return None
-        low, high = ids[0], ids[-1]
-        in_batch = Subscriber.id.between(low, high)
         rows: list[Any] = list(
             core.execute(
                 select(
@@ -448,10 +442,15 @@ class _Batch:
                     Subscriber.timezone,
                     type_coerce(Subscriber.attributes, Text),
                 )
-                .where(in_batch)
+                .where(Subscriber.id > after)
                 .order_by(Subscriber.id)
-            )
+                .limit(size)
+            ).all()
         )
+        if not rows:
+            return None
+        low, high = rows[0][0], rows[-1][0]
+        in_batch = Subscriber.id.between(low, high)
         tags: dict[int, list[str]] = {}
         # Only what a decision from ``scope.now`` on can read: every row of a reader who is
         # moving through a sequence; for the others, what is still to be sent, and what was
@@ -480,7 +479,7 @@ class _Batch:
                 select(SubscriberTag.subscriber_id, SubscriberTag.tag).where(
                     SubscriberTag.subscriber_id.in_(moving)
                 )
-            ):
+            ).all():
                 tags.setdefault(reader_id, []).append(tag)
         places: dict[int, list[Place]] = {}
         for row in core.execute(
@@ -496,7 +495,7 @@ class _Batch:
                 (Enrolment.state == EnrolmentState.ACTIVE)
                 | (Enrolment.enrolled_at > scope.now - scope.grace - quiet),
             )
-        ):
+        ).all():
             places.setdefault(row[0], []).append(Place(*row[1:]))
         when = func.coalesce(Delivery.sent_at, Delivery.next_attempt_at)
         wanted: ColumnElement[bool] = Delivery.subscriber_id.between(low, high)
@@ -516,7 +515,7 @@ class _Batch:
                 Delivery.sent_at,
                 Delivery.deferred_reason,
             ).where(wanted)
-        ):
+        ).all():
             if delivered_to is None:
                 continue
             known.setdefault(delivered_to, {})[message] = Known(
@@ -527,8 +526,13 @@ class _Batch:
             if scope.campaign is not None and run.name != scope.campaign:
                 continue
             condition = readers_of(segments[run.message])
-            for reader_id in core.scalars(select(Subscriber.id).where(condition, in_batch)):
-                members.setdefault(reader_id, []).append(run)
+            single = [run]
+            for reader_id in core.scalars(select(Subscriber.id).where(condition, in_batch)).all():
+                found = members.get(reader_id)
+                if found is None:
+                    members[reader_id] = single  # shared until a second run joins
+                else:
+                    members[reader_id] = [*found, run]
         return cls(rows, tags, places, known, members, high)
 
     def reader(self, row: Any) -> Reader:
