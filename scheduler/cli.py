@@ -294,7 +294,7 @@ def plan_command(
         raise typer.BadParameter(f"{ahead!r}: expected a duration such as 48h, 7d or 90m") from None
     settings = runtime.settings()
     scope = scope_from(settings, utcnow(), span, campaign=campaign)
-    sends = sorted(plan(runtime.database(), scope), key=lambda s: (s.at, s.message, s.email))
+    sends = sorted(plan(runtime.database(), scope))  # by time, message, reader
     if as_csv:
         _plan_csv(sends)
         return
@@ -313,12 +313,23 @@ def plan_command(
 
 
 def _plan_csv(sends: list[Any]) -> None:
+    """Every row; the cells a marketer's text or a reader's address fill are escaped."""
     writer = csv.writer(sys.stdout)
-    columns = ("at", "local_at", "message", "email", "zone", "due", "deferred", "queued")
-    writer.writerow(columns)
+    writer.writerow(("at", "local_at", "message", "email", "zone", "due", "deferred", "queued"))
     for send in sends:
-        row = send.row()
-        writer.writerow([escape_cell(str(row[column])) for column in columns])
+        local = send.at.astimezone(reader_zone(send.zone))
+        writer.writerow(
+            (
+                send.at.isoformat(),
+                local.isoformat(),
+                escape_cell(send.message),
+                escape_cell(send.email),
+                send.zone,
+                send.due.isoformat(),
+                escape_cell(send.reason or ""),
+                send.queued,
+            )
+        )
 
 
 def _plan_table(start: datetime, end: datetime, sends: list[Any], by_message: Counter[str]) -> None:
