@@ -6,7 +6,10 @@ to bottom), ``rendering`` (``Renderer``: a message key and a reader to the bytes
 ``campaigns`` (campaign runs: schedule, pause, resume, cancel, status), ``clock`` (APScheduler
 with its SQLAlchemy job store: ``schedule_campaign``, ``start_clock``, ``run_clock``), ``cli``
 (``newsletter worker``, ``newsletter deliveries`` and the scheduling ``newsletter campaign``
-commands), ``capture`` (the local capture inbox).
+commands), ``capture`` (the local capture inbox), ``sequences`` (enrolments, and
+``decide_step``: the one decision on a reader's next step), ``cadence`` (``release``: the
+per-reader caps), ``plan`` / ``explain`` / ``simulate`` / ``diff`` (the marketer's views, each
+computed by those same decisions).
 
 Uses subscribers (who may be mailed), templates (rendering) and campaigns (what to send), plus
 the shell's settings and database session.

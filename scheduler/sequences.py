@@ -27,7 +27,13 @@ What is stored, and what is derived:
   never gets a step twice, because a delivery is unique per (message, reader) and a step's key is
   its id, never its position.
 
+The decision itself is ``decide_step`` (pure: no database): the clock's ``Mover`` applies it,
+and ``plan``, ``explain`` and ``simulate`` call it for the readers they show. A step that falls
+due becomes a delivery first tried at ``cadence.release`` (the cadence caps), with the reason
+when that is later (``deliveries.deferred_reason``).
+
 Editing a file: on the next run, enrolments planned with another version are planned again.
+The steps of every version applied are kept (``sequence_versions``) for ``sequence diff``.
 A reader's position is the last step, in the new file's order, that they passed; the next step
 is the one after it. So a step inserted before a reader's position is never sent to them, one
 inserted after it is; a removed step is not sent (a delivery of it still queued is skipped); a
