@@ -5,6 +5,7 @@ campaign group, since ``campaigns`` may not import the scheduler)."""
 from __future__ import annotations
 
 import csv
+import heapq
 import json
 import logging
 import signal
@@ -12,7 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from scheduler import campaigns as runs
 from scheduler.clock import DueWork, schedule_campaign, start_clock
 from scheduler.deliveries import delivery_counts, enqueue, retry_failed
 from scheduler.explain import explain, format_explanation
-from scheduler.plan import plan, scope_from
+from scheduler.plan import PlannedSend, plan, scope_from
 from scheduler.rendering import Renderer
 from scheduler.sequences import reader_zone
 from scheduler.worker import WorkerOptions, run_worker
@@ -294,25 +295,34 @@ def plan_command(
         raise typer.BadParameter(f"{ahead!r}: expected a duration such as 48h, 7d or 90m") from None
     settings = runtime.settings()
     scope = scope_from(settings, utcnow(), span, campaign=campaign)
-    sends = sorted(plan(runtime.database(), scope))  # by time, message, reader
+    planned = plan(runtime.database(), scope)
+    if not (as_csv or as_json):
+        # The table needs the first rows and the counts: one pass, whatever the list's size.
+        by_message: Counter[str] = Counter()
+        first = heapq.nsmallest(PLAN_TABLE_ROWS, _counted(planned, by_message))
+        _plan_table(scope.now, scope.until, first, by_message)
+        return
+    sends = sorted(planned)  # by time, message, reader
     if as_csv:
         _plan_csv(sends)
         return
-    by_message = Counter(send.message for send in sends)
-    if as_json:
-        document = {
-            "from": scope.now.isoformat(),
-            "until": scope.until.isoformat(),
-            "count": len(sends),
-            "by_message": dict(sorted(by_message.items())),
-            "sends": [send.row() for send in sends],
-        }
-        typer.echo(json.dumps(document))
-        return
-    _plan_table(scope.now, scope.until, sends, by_message)
+    document = {
+        "from": scope.now.isoformat(),
+        "until": scope.until.isoformat(),
+        "count": len(sends),
+        "by_message": dict(sorted(Counter(send.message for send in sends).items())),
+        "sends": [send.row() for send in sends],
+    }
+    typer.echo(json.dumps(document))
 
 
-def _plan_csv(sends: list[Any]) -> None:
+def _counted(sends: Iterable[PlannedSend], counts: Counter[str]) -> Iterator[PlannedSend]:
+    for send in sends:
+        counts[send.message] += 1
+        yield send
+
+
+def _plan_csv(sends: list[PlannedSend]) -> None:
     """Every row; the cells a marketer's text or a reader's address fill are escaped."""
     writer = csv.writer(sys.stdout)
     writer.writerow(("at", "local_at", "message", "email", "zone", "due", "deferred", "queued"))
@@ -332,10 +342,11 @@ def _plan_csv(sends: list[Any]) -> None:
         )
 
 
-def _plan_table(start: datetime, end: datetime, sends: list[Any], by_message: Counter[str]) -> None:
-    console.print(
-        f"plan from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC: {len(sends)} emails"
-    )
+def _plan_table(
+    start: datetime, end: datetime, sends: list[PlannedSend], by_message: Counter[str]
+) -> None:
+    total = sum(by_message.values())
+    console.print(f"plan from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC: {total} emails")
     if not sends:
         return
     table = Table("UTC", "reader's time", "message", "reader", "deferred")
@@ -349,7 +360,7 @@ def _plan_table(start: datetime, end: datetime, sends: list[Any], by_message: Co
             send.reason or "",
         )
     console.print(table)
-    if len(sends) > PLAN_TABLE_ROWS:
-        console.print(f"… and {len(sends) - PLAN_TABLE_ROWS} more: --csv lists every one")
+    if total > len(sends):
+        console.print(f"… and {total - len(sends)} more: --csv lists every one")
     for message, count in sorted(by_message.items()):
         console.print(f"{message}: {count}")

@@ -346,7 +346,7 @@ def stopped_messages(session: Session) -> frozenset[str]:
     )
 
 
-def plan(database: Database, scope: Scope, *, batch_size: int = 5000) -> Iterator[PlannedSend]:
+def plan(database: Database, scope: Scope, *, batch_size: int = 10_000) -> Iterator[PlannedSend]:
     """Every email due from ``scope.now`` to ``scope.until``, reader batch by reader batch (each
     batch in time order; sort the whole if one order is needed)."""
     sequences = dict(read_sequences(scope.sequences_root))
