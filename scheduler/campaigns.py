@@ -51,6 +51,7 @@ from scheduler.deliveries import (
     enqueue,
     retry_failed,
 )
+from scheduler.sequences import reader_zone
 from subscribers.models import Status, Subscriber
 from subscribers.segments import parse_segment, validate_segment
 
@@ -95,6 +96,9 @@ class CampaignRun(Base):
     note: Mapped[str | None] = mapped_column(Text)
     # The campaign file's own cadence caps (JSON: min_gap, quiet), read when it was scheduled.
     cadence: Mapped[str | None] = mapped_column(Text)
+    # "2026-12-01T09:00": sent at that wall-clock time in each reader's zone; ``send_at`` is then
+    # the earliest such moment (UTC+14), when the run starts.
+    reader_time: Mapped[str | None] = mapped_column(String(32))
 
     def caps(self, defaults: Caps) -> Caps:
         """The cadence caps for this run: the settings', with the campaign file's in front."""
@@ -194,6 +198,7 @@ def create_run(
     now: datetime | None = None,
     content_root: Path | None = None,
     spamassassin: str | None = SPAMASSASSIN,
+    reader_time: bool = False,
 ) -> RunInfo:
     """Record campaign ``name`` as scheduled at ``at`` (wall-clock time in ``zone``).
 
@@ -203,9 +208,14 @@ def create_run(
     """
     now = now or utcnow()
     send_at = parse_when(at, zone)
+    wall = None
+    if reader_time:  # the same wall-clock time in every reader's zone: it starts in UTC+14
+        wall = send_at.astimezone(ZoneInfo(zone)).replace(tzinfo=None).isoformat(timespec="minutes")
+        send_at = reader_due(send_at, wall, EARLIEST_ZONE)
     if send_at <= now:
         shown = send_at.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
-        raise SchedulingError(f"{shown} is in the past; pick a time from now on")
+        where = " in the first zone to reach it (UTC+14)" if reader_time else ""
+        raise SchedulingError(f"{shown}{where} is in the past; pick a time from now on")
     segment = validate_segment(segment) if segment and segment.strip() else None
     campaign = load_campaign(name, content_root)
     report = check(campaign, settings, spamassassin=spamassassin)
@@ -238,12 +248,24 @@ def create_run(
             created_at=now,
             state_changed_at=now,
             cadence=_campaign_cadence(campaign.cadence_min_gap, campaign.cadence_quiet),
+            reader_time=wall,
         )
         session.add(run)
         session.flush()
         info = RunInfo.of(run)
     log.info("event=campaign_scheduled campaign=%s at=%s", name, send_at.isoformat())
     return info
+
+
+EARLIEST_ZONE = ZoneInfo("Etc/GMT-14")  # UTC+14 (POSIX signs are inverted)
+
+
+def reader_due(send_at: datetime, reader_time: str | None, zone: ZoneInfo) -> datetime:
+    """When a run is due for a reader in ``zone``: its time, or with ``reader_time`` that
+    wall-clock time in the reader's zone."""
+    if reader_time is None:
+        return send_at
+    return datetime.fromisoformat(reader_time).replace(tzinfo=zone).astimezone(UTC)
 
 
 def _campaign_cadence(min_gap: float | None, quiet: dict[str, float] | None) -> str | None:
@@ -378,6 +400,7 @@ def start_run(
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
     caps: Caps = cadence.NO_CAPS,
+    default_zone: str | None = None,
 ) -> str:
     """Send run ``run_id`` if it is due: hold it if later than ``grace``, else enqueue it.
 
@@ -411,7 +434,7 @@ def start_run(
             if not changed:
                 return "taken"
         message, segment, name = run.message, run.segment, run.name
-        run_caps, send_at = run.caps(caps), run.send_at
+        run_caps, send_at, wall = run.caps(caps), run.send_at, run.reader_time
     log.info("event=campaign_sending campaign=%s", name)
     condition = None if segment is None else parse_segment(segment)
 
@@ -435,7 +458,14 @@ def start_run(
             )
         else:
             created = enqueue_capped(
-                database, message, send_at, run_caps, condition, progress=batch_done
+                database,
+                message,
+                send_at,
+                run_caps,
+                condition,
+                progress=batch_done,
+                reader_time=wall,
+                default_zone=default_zone,
             )
     except _Stopped:
         with database.session() as session:
@@ -468,29 +498,34 @@ def enqueue_capped(
     *,
     batch_size: int = 2000,
     progress: Callable[[int], None] | None = None,
+    reader_time: str | None = None,
+    default_zone: str | None = None,
 ) -> int:
     """``enqueue`` under cadence caps: each reader's delivery is first tried at its
-    ``cadence.release`` time, and says why when that is later than ``due``. Keyset batches by
-    reader id, each in its own transaction; rows that exist are left alone."""
+    ``cadence.release`` time, and says why when that is later than ``due``; with
+    ``reader_time``, due at that wall-clock time in the reader's zone. Keyset batches by reader
+    id, each in its own transaction; rows that exist are left alone."""
     after, created = 0, 0
     while True:
         with database.session() as session:
-            ids = list(
-                session.scalars(
-                    select(Subscriber.id)
-                    .where(readers_of(segment), Subscriber.id > after)
-                    .order_by(Subscriber.id)
-                    .limit(batch_size)
-                )
-            )
-            if not ids:
+            found = session.execute(
+                select(Subscriber.id, Subscriber.timezone)
+                .where(readers_of(segment), Subscriber.id > after)
+                .order_by(Subscriber.id)
+                .limit(batch_size)
+            ).all()
+            if not found:
                 return created
+            ids = [reader for reader, _ in found]
+            zones = dict(found)
             earlier = cadence.history(session, ids)
             entered = cadence.enrolments(session, ids, caps.quiet)
             now = utcnow()
             rows = []
             for reader in ids:
-                released = cadence.release(message, due, caps, earlier[reader], entered[reader])
+                own = reader_due(due, reader_time, reader_zone(zones[reader], default_zone))
+                released = cadence.release(message, own, caps, earlier[reader], entered[reader])
+                first = released.at if released.reason or reader_time else min(own, now)
                 rows.append(
                     {
                         "message": message,
@@ -498,7 +533,7 @@ def enqueue_capped(
                         "state": State.QUEUED.value,
                         "attempts": 0,
                         "uncertain_count": 0,
-                        "next_attempt_at": released.at if released.reason else min(due, now),
+                        "next_attempt_at": first,
                         "created_at": now,
                         "deferred_reason": released.reason,
                     }

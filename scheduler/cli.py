@@ -145,6 +145,11 @@ def schedule(
     content: Path | None = typer.Option(
         None, "--content", help="Folder of campaign files (default: the shipped ones)."
     ),
+    reader_time: bool = typer.Option(
+        False,
+        "--reader-time",
+        help="Send at that wall-clock time in each reader's zone (09:00 for everyone).",
+    ),
 ) -> None:
     """Schedule a campaign: checked now, sent at its time by the running clock."""
     settings = runtime.settings()
@@ -156,8 +161,11 @@ def schedule(
         tz or settings.timezone,
         segment,
         content_root=content,
+        reader_time=reader_time,
     )
     local = run.local_send_at.strftime("%Y-%m-%d %H:%M %Z")
+    if reader_time:
+        local = f"{at} in each reader's zone (from {run.send_at:%Y-%m-%d %H:%M} UTC)"
     whom = f"readers matching {run.segment!r}" if run.segment else "every confirmed reader"
     typer.echo(
         f"campaign {name!r} scheduled for {local} ({run.send_at:%Y-%m-%d %H:%M} UTC) to {whom}"

@@ -84,8 +84,10 @@ def schedule_campaign(
     now: datetime | None = None,
     content_root: Path | None = None,
     spamassassin: str | None = SPAMASSASSIN,
+    reader_time: bool = False,
 ) -> RunInfo:
-    """Schedule campaign ``name`` at ``at`` (wall-clock time in ``zone``) to ``segment``.
+    """Schedule campaign ``name`` at ``at`` (wall-clock time in ``zone``, or with
+    ``reader_time`` in each reader's zone) to ``segment``.
 
     Checks and records the run (``campaigns.create_run``: refusals are ``NewsletterError``s
     with a message saying what to do), then stores its job for whichever clock runs.
@@ -100,6 +102,7 @@ def schedule_campaign(
         now=now,
         content_root=content_root,
         spamassassin=spamassassin,
+        reader_time=reader_time,
     )
     scheduler = _new_scheduler(database)
     scheduler.start(paused=True)  # opens the job store only: nothing runs here
@@ -222,6 +225,7 @@ class Clock:
                 grace=self.grace,
                 now=self.now(),
                 caps=Caps.from_settings(self.settings),
+                default_zone=self.settings.timezone,
             )
         except Exception:
             log.exception("event=campaign_start_failed run=%s", run_id)

@@ -29,7 +29,7 @@ from newsletter.db import Database, utcnow
 from newsletter.errors import NotFoundError
 from newsletter.settings import Settings
 from scheduler.cadence import Caps
-from scheduler.campaigns import CampaignRun, RunState, readers_of
+from scheduler.campaigns import CampaignRun, RunState, reader_due, readers_of
 from scheduler.deliveries import PENDING, Delivery, State, message_id_for
 from scheduler.plan import PlannedSend, Scope, _Batch, project, scheduled_runs, stopped_messages
 from scheduler.sequences import (
@@ -441,8 +441,10 @@ def _campaign_gates(context: _Context, key: str) -> list[Gate]:
         gates.append(
             Gate("segment", HOLD, f"not in the segment {segment!r} (the reader's tags: {tags})")
         )
-    if state in (RunState.SCHEDULED,) and run.send_at > context.now and key not in context.rows:
-        gates.append(Gate("delay", HOLD, f"goes at {when}", run.send_at))
+    due = reader_due(run.send_at, run.reader_time, context.zone)
+    if state == RunState.SCHEDULED and due > context.now and key not in context.rows:
+        mine = f" ({run.reader_time} in the reader's zone)" if run.reader_time else ""
+        gates.append(Gate("delay", HOLD, f"goes at {_both(due, context.zone)}{mine}", due))
     return gates
 
 

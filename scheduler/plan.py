@@ -31,7 +31,7 @@ from newsletter.db import Database
 from newsletter.settings import Settings
 from scheduler import cadence
 from scheduler.cadence import Caps
-from scheduler.campaigns import CampaignRun, RunState, readers_of
+from scheduler.campaigns import CampaignRun, RunState, reader_due, readers_of
 from scheduler.deliveries import PENDING, STOPPED_RUN_STATES, Delivery
 from scheduler.sequences import (
     Action,
@@ -97,6 +97,7 @@ class Run:
     message: str
     send_at: datetime
     caps: Caps
+    reader_time: str | None = None  # the wall-clock time in each reader's zone, if so
 
 
 class PlannedSend(NamedTuple):
@@ -261,9 +262,10 @@ def project(
             run = run_list[index]
             if run.message in known:
                 continue
-            released = cadence.release(run.message, run.send_at, run.caps, history, entered)
+            due = reader_due(run.send_at, run.reader_time, zone)
+            released = cadence.release(run.message, due, run.caps, history, entered)
             history.append((released.at, run.message))
-            out.append(_send(reader, zone_name, run.message, run.send_at, released))
+            out.append(_send(reader, zone_name, run.message, due, released))
     return _within(out, until)
 
 
@@ -332,7 +334,7 @@ def scheduled_runs(session: Session, scope: Scope) -> list[tuple[Run, str | None
         .order_by(CampaignRun.send_at, CampaignRun.id)
     )
     return [
-        (Run(r.id, r.name, r.message, r.send_at, r.caps(scope.caps)), r.segment)
+        (Run(r.id, r.name, r.message, r.send_at, r.caps(scope.caps), r.reader_time), r.segment)
         for r in rows
         if scope.now - r.send_at <= scope.grace
     ]
@@ -354,20 +356,17 @@ def plan(database: Database, scope: Scope, *, batch_size: int = 10_000) -> Itera
         runs = scheduled_runs(session, scope)
         stopped = stopped_messages(session)
     segments = {run.message: (None if seg is None else parse_segment(seg)) for run, seg in runs}
-    runs_only = [run for run, _ in runs]
     zones: dict[str | None, str] = {}
+    # A reader with nothing in the outbox that a decision reads and no sequence to move on gets
+    # each campaign at ``cadence.release`` of an empty history: the same for every reader of a
+    # zone, so it is decided once per run and zone (most readers of a large list).
+    alone: dict[tuple[str, str], tuple[cadence.Release, datetime]] = {}
     after = 0
     while True:
         with database.session() as session:
             batch = _Batch.read(session, after, batch_size, scope, [r for r, _ in runs], segments)
         if batch is None:
             return
-        # A reader with nothing in the outbox that a decision reads and no sequence to move
-        # on gets each campaign at ``cadence.release`` of an empty history: the same for all,
-        # so it is decided once per run (most readers of a large list).
-        alone = {
-            run.message: cadence.release(run.message, run.send_at, run.caps) for run in runs_only
-        }
         known, places, members = batch.known, batch.places, batch.runs
         for row in batch.rows:
             reader_id = row[0]
@@ -379,16 +378,10 @@ def plan(database: Database, scope: Scope, *, batch_size: int = 10_000) -> Itera
                 if zone is None:
                     zone = zones[row[3]] = reader_zone(row[3], scope.default_zone).key
                 for run in its_runs:
-                    released = alone[run.message]
+                    released, due = _alone(alone, run, zone)
                     if released.at <= scope.until:
                         yield PlannedSend(
-                            released.at,
-                            run.message,
-                            reader_id,
-                            row[1],
-                            zone,
-                            run.send_at,
-                            released.reason,
+                            released.at, run.message, reader_id, row[1], zone, due, released.reason
                         )
                 continue
             sends = project(
@@ -542,6 +535,17 @@ class _Batch:
     @property
     def readers(self) -> list[Reader]:
         return [self.reader(row) for row in self.rows]
+
+
+def _alone(
+    decided: dict[tuple[str, str], tuple[cadence.Release, datetime]], run: Run, zone: str
+) -> tuple[cadence.Release, datetime]:
+    """``cadence.release`` of a run for a reader of ``zone`` with nothing before it."""
+    found = decided.get((run.message, zone))
+    if found is None:
+        due = reader_due(run.send_at, run.reader_time, reader_zone(zone))
+        found = decided[(run.message, zone)] = (cadence.release(run.message, due, run.caps), due)
+    return found
 
 
 def _attributes(stored: Any) -> dict[str, Any]:

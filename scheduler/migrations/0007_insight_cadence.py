@@ -1,4 +1,5 @@
-"""cadence: why a delivery was deferred, and the steps of each applied sequence version
+"""insight: why a delivery was deferred, the steps of each applied sequence version, and a
+campaign's own cadence caps and per-reader wall-clock time
 
 Revision ID: 0007_insight
 Revises: 0006
@@ -18,6 +19,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("deferred_reason", sa.Text(), nullable=True))
     with op.batch_alter_table("campaign_runs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("cadence", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("reader_time", sa.String(length=32), nullable=True))
     op.create_table(
         "sequence_versions",
         sa.Column("sequence", sa.String(length=64), nullable=False),
@@ -31,6 +33,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("sequence_versions")
     with op.batch_alter_table("campaign_runs", schema=None) as batch_op:
+        batch_op.drop_column("reader_time")
         batch_op.drop_column("cadence")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_column("deferred_reason")

@@ -29,7 +29,9 @@ def tick(
         deliver_due(database, now)
         enqueue_due_steps(database, now, root=root, default_zone=default_zone, caps=caps)
         for run_id in campaigns.due_runs(database, now):
-            campaigns.start_run(database, run_id, grace=HOUR, now=now, caps=caps)
+            campaigns.start_run(
+                database, run_id, grace=HOUR, now=now, caps=caps, default_zone=default_zone
+            )
         if not deliver_due(database, now):
             return
 
@@ -127,6 +129,7 @@ def add_run(
     segment: str | None = None,
     state: str = RunState.SCHEDULED,
     cadence: str | None = None,
+    reader_time: str | None = None,
 ) -> None:
     """A campaign run as ``campaign schedule`` records it (its preflight is tested elsewhere)."""
     with database.session() as session:
@@ -141,6 +144,7 @@ def add_run(
                 created_at=send_at - timedelta(days=7),
                 state_changed_at=send_at - timedelta(days=7),
                 cadence=cadence,
+                reader_time=reader_time,
             )
         )
 

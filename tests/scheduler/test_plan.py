@@ -12,6 +12,7 @@ import pytest
 from newsletter.db import Database
 from scheduler.cadence import Caps
 from scheduler.plan import Scope, plan
+from scheduler.sequences import reader_zone
 from tests.scheduler.plan_helpers import add_readers, add_run, drive, sent_between
 
 # Ten zones, one of them unknown (the publisher's), on both sides of the October and November
@@ -84,6 +85,8 @@ def test_the_plan_and_the_real_sends_agree_for_1000_readers_in_10_zones_over_30_
     add_run(database, "october-news", utc(2026, 10, 22, 14))
     add_run(database, "vip-offer", utc(2026, 10, 27, 9, 30), segment="tag:vip")
     add_run(database, "november-news", utc(2026, 11, 3, 15), cadence='{"min_gap": 7200}')
+    # 09:00 on Monday 2 November in each reader's zone (the run starts in UTC+14).
+    add_run(database, "timewarp", utc(2026, 11, 1, 19), reader_time="2026-11-02T09:00")
     zone = "America/New_York"
     drive(database, first, utc(2026, 10, 21, 3, 17), caps=CAPS, root=root, default_zone=zone)
 
@@ -98,6 +101,10 @@ def test_the_plan_and_the_real_sends_agree_for_1000_readers_in_10_zones_over_30_
     assert len(planned) == len(sent) > 3000
     messages = {p.message for p in planned}
     assert {"campaign:october-news", "campaign:vip-offer", "campaign:november-news"} <= messages
+    timewarp = [p for p in planned if p.message == "campaign:timewarp" and not p.reason]
+    local = {p.at.astimezone(reader_zone(p.zone)).strftime("%a %H:%M") for p in timewarp}
+    # Nine moments: the readers without a zone are in the publisher's, New York.
+    assert local == {"Mon 09:00"} and len({p.at for p in timewarp}) == 9
     assert {"sequence:onboarding:tips", "sequence:onboarding:last"} <= messages
     deferred = [p for p in planned if p.reason]
     assert any("one email per 20h" in (p.reason or "") for p in deferred)
