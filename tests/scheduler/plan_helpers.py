@@ -101,23 +101,22 @@ def add_readers(
             session.add(reader)
             session.flush()
             ids[email] = reader.id
-        session.execute(
-            insert(Enrolment),
-            [
-                {
-                    "sequence": name,
-                    "subscriber_id": ids[email],
-                    "state": EnrolmentState.ACTIVE,
-                    "version": "",
-                    "enrolled_at": confirmed_at,
-                    "anchor_at": confirmed_at,
-                    "next_due_at": confirmed_at,
-                    "updated_at": confirmed_at,
-                }
-                for email, _, confirmed_at, _ in readers
-                for name in sequences
-            ],
-        )
+        enrolments = [
+            {
+                "sequence": name,
+                "subscriber_id": ids[email],
+                "state": EnrolmentState.ACTIVE,
+                "version": "",
+                "enrolled_at": confirmed_at,
+                "anchor_at": confirmed_at,
+                "next_due_at": confirmed_at,
+                "updated_at": confirmed_at,
+            }
+            for email, _, confirmed_at, _ in readers
+            for name in sequences
+        ]
+        if enrolments:
+            session.execute(insert(Enrolment), enrolments)
     return ids
 
 

@@ -16,6 +16,7 @@ from newsletter.settings import Settings, load_settings
 from scheduler import campaigns
 from scheduler.cadence import Caps, release
 from scheduler.deliveries import Delivery
+from subscribers.models import Subscriber
 from tests.scheduler.plan_helpers import add_readers, add_run, drive
 
 T = datetime(2026, 10, 5, 12, tzinfo=UTC)
@@ -104,3 +105,40 @@ def test_a_capped_campaign_defers_each_reader_and_drops_none(
     # The urgent campaign's own cap (none) beats the settings' 20 hours.
     assert {(r.next_attempt_at, r.deferred_reason) for r in urgent} == {(T + HOUR, None)}
     assert campaigns.status(database, "news", now=T)["sent"] == 30
+
+
+def test_a_campaign_at_reader_time_starts_in_utc_plus_14_and_reaches_each_reader_at_09_00(
+    sqlite_database: Database, make_settings: Callable[..., Settings]
+) -> None:
+    from newsletter.errors import SchedulingError
+    from tests.scheduler.campaign_helpers import NOW, marketer_settings, schedule
+
+    database = sqlite_database
+    settings = marketer_settings(make_settings, database)
+    add_readers(
+        database,
+        [
+            ("tokyo@example.org", "Asia/Tokyo", NOW, ()),
+            ("ny@example.org", "America/New_York", NOW, ()),
+            ("unknown@example.org", None, NOW, ()),
+        ],
+        [],
+    )
+    run = schedule(database, settings, "2026-12-01 09:00", "UTC", reader_time=True)
+    assert run.send_at == datetime(2026, 11, 30, 19, tzinfo=UTC)  # 09:00 in UTC+14
+    with pytest.raises(SchedulingError, match=r"in the first zone to reach it \(UTC\+14\)"):
+        schedule(database, settings, "2026-11-28 20:00", "UTC", name="other", reader_time=True)
+    campaigns.start_run(database, run.id, grace=HOUR, now=run.send_at, default_zone="Europe/Berlin")
+    with database.session() as session:
+        rows = dict(
+            session.execute(
+                select(Subscriber.email, Delivery.next_attempt_at).join(
+                    Subscriber, Subscriber.id == Delivery.subscriber_id
+                )
+            ).all()
+        )
+    assert rows == {
+        "tokyo@example.org": datetime(2026, 12, 1, 0, tzinfo=UTC),
+        "ny@example.org": datetime(2026, 12, 1, 14, tzinfo=UTC),
+        "unknown@example.org": datetime(2026, 12, 1, 8, tzinfo=UTC),  # the publisher's Berlin
+    }
