@@ -447,7 +447,7 @@ def start_run(
             raise _Stopped
 
     try:
-        if run_caps.off:
+        if run_caps.off and wall is None:
             # First tried when it fell due (never later than the real now): plan's time too.
             created = enqueue(
                 database,
