@@ -174,7 +174,6 @@ def measure_command(path: Path, *options: str) -> dict[str, float]:
     return {
         f"{name}_wall_s": round(time.perf_counter() - wall, 2),
         f"{name}_cpu_s": round(cpu, 2),
-        f"{name}_peak_rss_mb": round(after.ru_maxrss / 1024, 1),
     }
 
 

@@ -406,8 +406,9 @@ def plan(database: Database, scope: Scope, *, batch_size: int = 10_000) -> Itera
 class _Batch:
     """What ``project`` needs for a batch of readers, read in a few queries."""
 
-    rows: list[Any]  # (id, email, status, zone, attributes as text) per reader
-    tags: dict[int, list[str]]
+    rows: list[Any]  # (id, email, status, zone) per reader
+    tags: dict[int, list[str]]  # of the readers moving through a sequence (for conditions)
+    attributes: dict[int, dict[str, Any]]  # likewise
     places: dict[int, list[Place]]
     known: dict[int, dict[str, Known]]
     runs: dict[int, list[Run]]
@@ -428,13 +429,7 @@ class _Batch:
         core = session.connection()  # plain rows: no ORM bookkeeping on a million of them
         rows: list[Any] = list(
             core.execute(
-                select(
-                    Subscriber.id,
-                    Subscriber.email,
-                    Subscriber.status,
-                    Subscriber.timezone,
-                    type_coerce(Subscriber.attributes, Text),
-                )
+                select(Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.timezone)
                 .where(Subscriber.id > after)
                 .order_by(Subscriber.id)
                 .limit(size)
@@ -445,6 +440,7 @@ class _Batch:
         low, high = rows[0][0], rows[-1][0]
         in_batch = Subscriber.id.between(low, high)
         tags: dict[int, list[str]] = {}
+        attributes: dict[int, dict[str, Any]] = {}
         # Only what a decision from ``scope.now`` on can read: every row of a reader who is
         # moving through a sequence; for the others, what is still to be sent, and what was
         # sent recently enough to hold a campaign back (the gap before the oldest campaign the
@@ -474,6 +470,14 @@ class _Batch:
                 )
             ).all():
                 tags.setdefault(reader_id, []).append(tag)
+            attributes = {
+                reader_id: _attributes(data)
+                for reader_id, data in core.execute(
+                    select(Subscriber.id, type_coerce(Subscriber.attributes, Text)).where(
+                        Subscriber.id.in_(moving)
+                    )
+                ).all()
+            }
         places: dict[int, list[Place]] = {}
         for row in core.execute(
             select(
@@ -526,11 +530,13 @@ class _Batch:
                     members[reader_id] = single  # shared until a second run joins
                 else:
                     members[reader_id] = [*found, run]
-        return cls(rows, tags, places, known, members, high)
+        return cls(rows, tags, attributes, places, known, members, high)
 
     def reader(self, row: Any) -> Reader:
-        id_, email, status, zone, data = row
-        return Reader(id_, email, status, zone, _attributes(data), self.tags.get(id_, []))
+        id_, email, status, zone = row
+        return Reader(
+            id_, email, status, zone, self.attributes.get(id_, {}), self.tags.get(id_, [])
+        )
 
     @property
     def readers(self) -> list[Reader]:
