@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from campaigns.sequence import WEEKDAYS, list_sequences, load_sequence, parse_sequence
 from newsletter import runtime
 from newsletter.db import utcnow
-from newsletter.errors import ValidationError
+from newsletter.errors import SchedulingError, ValidationError
 from scheduler.cadence import Caps
 from scheduler.campaigns import parse_when
 from scheduler.diff import diff_sequence
@@ -143,7 +143,11 @@ def simulate_command(
         who = reader
     else:
         where = zone or settings.timezone
-        when = parse_when(confirmed_at, where) if confirmed_at else utcnow()
+        parse_when(utcnow(), where)  # refuses an unknown zone, naming it
+        try:
+            when = parse_when(confirmed_at, where) if confirmed_at else utcnow()
+        except SchedulingError as error:  # its message names --at, the schedule option
+            raise SchedulingError(error.message.replace("--at", "--confirmed-at")) from None
         timeline = simulate(
             sequence,
             zone=where,

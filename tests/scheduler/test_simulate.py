@@ -141,3 +141,16 @@ def test_a_real_reader_timeline_starts_with_what_they_were_sent(
         ("welcome-report", "sent", confirmed),
         ("vitamin-k2", "planned", confirmed + timedelta(days=2)),
     ]
+
+
+def test_the_command_refuses_an_unknown_zone_or_time_naming_the_option(
+    cli: Callable[..., Result],
+) -> None:
+    from newsletter.errors import SchedulingError
+
+    zone = cli("sequence", "simulate", "welcome", "--zone", "Mars/Base")
+    assert isinstance(zone.exception, SchedulingError)
+    assert "unknown time zone 'Mars/Base'" in zone.exception.message
+    when = cli("sequence", "simulate", "welcome", "--confirmed-at", "soon")
+    assert isinstance(when.exception, SchedulingError)
+    assert when.exception.message.startswith("--confirmed-at 'soon'")
