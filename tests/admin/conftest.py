@@ -159,9 +159,10 @@ def start_admin_site(settings_factory: Callable[..., Settings], smtp: SmtpServer
 
 def stop_admin_site(site: AdminSite) -> None:
     stop_live_server(site.live)
-    site.clock.stop()
+    # The worker first: stopping the clock disposes of the engine's pool under it.
     site.stop_worker.set()
     site.worker.join(timeout=30)
+    site.clock.stop()
     site.render.close()
     site.database.dispose()
 
