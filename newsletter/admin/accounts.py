@@ -28,10 +28,37 @@ LOCKOUT_WINDOW = timedelta(minutes=15)
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024  # argon2 takes any length; this only bounds the work per request
 
-HASHER = PasswordHasher()
-# Verified when no account has the address, so that a wrong address costs as long as a wrong
-# password and the answer's timing does not tell them apart.
-_DUMMY_HASH = HASHER.hash("no account has this address")
+
+class Passwords:
+    """argon2id hashing (argon2-cffi's recommended parameters unless a test passes cheaper ones),
+    and a hash to verify when no account has the address, so that a wrong address costs as
+    long as a wrong password and the answer's timing does not tell them apart."""
+
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+        self.hasher = hasher or PasswordHasher()
+        self._dummy: str | None = None
+
+    def hash(self, password: str) -> str:
+        return self.hasher.hash(password)
+
+    def verify(self, stored_hash: str, password: str) -> bool:
+        if len(password) > MAX_PASSWORD_LENGTH:
+            return False
+        try:
+            return self.hasher.verify(stored_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def verify_nobody(self, password: str) -> None:
+        if self._dummy is None:
+            self._dummy = self.hash("no account has this address")
+        self.verify(self._dummy, password)
+
+    def needs_rehash(self, stored_hash: str) -> bool:
+        return self.hasher.check_needs_rehash(stored_hash)
+
+
+PASSWORDS = Passwords()
 
 
 class Account(Base):
@@ -93,7 +120,7 @@ def create_account(session: Session, email: str, password: str) -> SignedInAccou
     now = utcnow()
     account = Account(
         email=address,
-        password_hash=HASHER.hash(password),
+        password_hash=PASSWORDS.hash(password),
         session_version=1,
         created_at=now,
         password_changed_at=now,
@@ -108,7 +135,7 @@ def set_password(session: Session, email: str, password: str) -> SignedInAccount
     the current one). ``NotFoundError`` when no account has the address."""
     check_password_rules(password)
     account = _account(session, email)
-    account.password_hash = HASHER.hash(password)
+    account.password_hash = PASSWORDS.hash(password)
     account.session_version += 1
     account.password_changed_at = utcnow()
     session.flush()
@@ -164,25 +191,16 @@ def authenticate(
     if recent_failures(session, address, now) >= LOCKOUT_FAILURES:
         raise SignInRefused(locked_out_message())
     account = session.scalar(select(Account).where(Account.email == address))
-    if account is None or not _verify(account.password_hash, password):
+    if account is None or not PASSWORDS.verify(account.password_hash, password):
         if account is None:
-            _verify(_DUMMY_HASH, password)
+            PASSWORDS.verify_nobody(password)
         session.add(FailedSignIn(email=address, at=now))
         session.flush()
         raise ValidationError({"email": WRONG_CREDENTIALS})
-    if HASHER.check_needs_rehash(account.password_hash):
-        account.password_hash = HASHER.hash(password)
+    if PASSWORDS.needs_rehash(account.password_hash):
+        account.password_hash = PASSWORDS.hash(password)
     session.execute(delete(FailedSignIn).where(FailedSignIn.email == address))
     return _signed_in(account)
-
-
-def _verify(stored_hash: str, password: str) -> bool:
-    if len(password) > MAX_PASSWORD_LENGTH:
-        return False
-    try:
-        return HASHER.verify(stored_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
 
 
 def recent_failures(session: Session, address: str, now: datetime) -> int:
@@ -200,4 +218,4 @@ def recent_failures(session: Session, address: str, now: datetime) -> int:
 def verify_password(session: Session, account_id: int, password: str) -> bool:
     """Whether ``password`` is the account's current one (to confirm a password change)."""
     account = session.get(Account, account_id)
-    return account is not None and _verify(account.password_hash, password)
+    return account is not None and PASSWORDS.verify(account.password_hash, password)

@@ -33,6 +33,13 @@ def shown_time(moment: datetime | None, zone: str) -> str:
     return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
 
 
+def shown_iso_time(text: str | None, zone: str) -> str:
+    """An ISO 8601 time as the store's queries give it (``…Z``), shown as ``shown_time`` does."""
+    if not text:
+        return ""
+    return shown_time(datetime.fromisoformat(text.replace("Z", "+00:00")), zone)
+
+
 def readers_by_status(session: Session) -> dict[str, int]:
     """How many readers have each status (every status listed, zero included)."""
     counts = dict.fromkeys([status.value for status in Status], 0)

@@ -164,18 +164,20 @@ def create_admin_router(
 
     def page(
         request: Request | None,
-        name: str,
+        template: str,
         status_code: int = 200,
+        /,
         **context: Any,
     ) -> HTMLResponse:
         signed = None if request is None else getattr(request.state, "admin", None)
         notice = None if request is None else NOTICES.get(request.query_params.get("notice", ""))
-        html = PAGES.get_template(name).render(
+        html = PAGES.get_template(template).render(
             account=signed.account if signed else None,
             csrf_token=signed.cookie.csrf_token if signed else "",
             notice=notice,
             zone=settings.timezone,
             when=lambda moment: overview.shown_time(moment, settings.timezone),
+            when_iso=lambda text: overview.shown_iso_time(text, settings.timezone),
             **context,
         )
         return HTMLResponse(
@@ -433,6 +435,16 @@ def create_admin_router(
         found["finished"] = found["state"] in FINISHED_STATES
         return JSONResponse(found, headers={"Cache-Control": "no-store"})
 
+    def schedule_on_own_engine(name: str, at: str, zone: str, segment: str) -> None:
+        # schedule_campaign stores the job through a short-lived APScheduler whose job store
+        # disposes of the engine it is given when it shuts down: given the app's engine, that
+        # would pull the pool from under the worker and the requests sharing it.
+        own = Database(database.url)
+        try:
+            schedule_campaign(own, settings, name, at, zone, segment or None)
+        finally:
+            own.dispose()
+
     @guarded.post("/campaigns/{name}/schedule", response_class=HTMLResponse)
     async def schedule(request: Request, name: str) -> Response:
         form = await request.form()
@@ -443,9 +455,7 @@ def create_admin_router(
         at = f"{values['date']} {values['time']}"
         zone = values["zone"] or settings.timezone
         try:
-            await run_in_threadpool(
-                schedule_campaign, database, settings, name, at, zone, values["segment"] or None
-            )
+            await run_in_threadpool(schedule_on_own_engine, name, at, zone, values["segment"])
         except NewsletterError as error:
             return campaign_page(request, name, 422, error=error.message, form=values)
         return see_other(f"/admin/campaigns/{quote(name)}", "scheduled")

@@ -68,7 +68,11 @@ def test_scheduling_in_a_chosen_zone_pausing_resuming_and_watching_it_send_to_th
     # The preview: the renderer's HTML in a sandboxed frame that may not act as the dashboard.
     frame = page.locator("iframe.email")
     assert frame.get_attribute("sandbox") == ""
-    expect(page.frame_locator("iframe.email").get_by_text("Vitamin K2").first).to_be_visible()
+    expect(
+        page.frame_locator("iframe.email").get_by_role(
+            "heading", name="The Importance of Vitamin K2 for Bone Health"
+        )
+    ).to_be_visible()
 
     zone = "America/New_York"
     expect(page.get_by_label("Time zone")).to_have_value("Europe/Berlin")  # NEWSLETTER_TIMEZONE

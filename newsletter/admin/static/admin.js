@@ -29,7 +29,8 @@
       })
       .then(function (status) {
         show(status);
-        if (status.state !== shownState) { window.location.reload(); return; }
+        // A new state: load the page afresh (without the last action's notice).
+        if (status.state !== shownState) { window.location.replace(window.location.pathname); return; }
         if (finished.indexOf(status.state) < 0) { window.setTimeout(poll, 1000); }
       })
       .catch(function () { window.setTimeout(poll, 5000); });
