@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import func, select
 
 from scheduler.campaigns import CampaignRun
@@ -177,3 +177,24 @@ def test_the_dashboard_works_from_the_keyboard_alone(page: Page, admin_site: Adm
     result.focus()
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name=READERS[3])).to_be_visible()
+
+
+def test_without_javascript_a_campaign_is_scheduled_and_its_counts_read_on_reload(
+    browser: Browser, admin_site: AdminSite
+) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        sign_in(page, admin_site, f"/admin/campaigns/{CAMPAIGN}")
+        expect(page.get_by_role("heading", name=f"Campaign {CAMPAIGN}")).to_be_visible()
+        page.get_by_label("Date").fill("2030-06-01")
+        page.get_by_label("Time", exact=True).fill("08:15")
+        page.get_by_role("button", name="Schedule the campaign").click()
+        expect(page.locator("[data-field=state]")).to_have_text("scheduled")
+        expect(page.get_by_text("Send time: 2030-06-01 08:15 Europe/Berlin")).to_be_visible()
+        expect(page.get_by_text("without JavaScript, reload the page")).to_be_visible()
+        page.get_by_role("link", name="Cancel…").click()
+        page.get_by_role("button", name="Cancel the campaign").click()
+        expect(page.locator("[data-field=state]")).to_have_text("cancelled")
+    finally:
+        context.close()

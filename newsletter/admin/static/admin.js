@@ -8,6 +8,7 @@
   var url = section.dataset.statusUrl;
   var shownState = section.dataset.state;
   var finished = ["done", "cancelled"];
+  var same = ["scheduled", "sending"];
 
   function show(status) {
     section.querySelectorAll("[data-count]").forEach(function (cell) {
@@ -29,8 +30,14 @@
       })
       .then(function (status) {
         show(status);
-        // A new state: load the page afresh (without the last action's notice).
-        if (status.state !== shownState) { window.location.replace(window.location.pathname); return; }
+        var state = section.querySelector("[data-field=state]");
+        if (state) { state.textContent = status.state; }
+        // Scheduled and sending offer the same buttons; any other change of state loads the
+        // page afresh (without the last action's notice), so that the right ones show.
+        if (status.state !== shownState && !(same.indexOf(status.state) >= 0 && same.indexOf(shownState) >= 0)) {
+          window.location.replace(window.location.pathname);
+          return;
+        }
         if (finished.indexOf(status.state) < 0) { window.setTimeout(poll, 1000); }
       })
       .catch(function () { window.setTimeout(poll, 5000); });
