@@ -153,7 +153,7 @@ def signup_chart(days: list[Day], *, width: int = 600, height: int = 160) -> dic
     Returned as numbers for the template to draw; the template scales with ``viewBox``, so the
     chart fits a phone screen without a horizontal scroll.
     """
-    pad_top, pad_bottom = 10, 20
+    pad_top, pad_bottom = 10, 2
     plot = height - pad_top - pad_bottom
     step = width / max(len(days), 1)
     top_total = max((day.total for day in days), default=0) or 1

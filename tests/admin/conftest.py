@@ -104,8 +104,10 @@ def csrf_token(client: httpx.Client, path: str = "/admin/account") -> str:
     return found.group(1)
 
 
-def add_confirmed_readers(database: Database, emails: list[str], form: str = "homepage") -> None:
-    now = datetime.now(UTC)
+def add_confirmed_readers(
+    database: Database, emails: list[str], form: str = "homepage", at: datetime | None = None
+) -> None:
+    now = at or datetime.now(UTC)
     with database.session() as session:
         for email in emails:
             reader = Subscriber(

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from scheduler.campaigns import CampaignRun
 from scheduler.deliveries import Delivery
-from tests.admin.conftest import MARKETER, PASSWORD, READERS, AdminSite
+from tests.admin.conftest import MARKETER, PASSWORD, READERS, AdminSite, add_confirmed_readers
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 CAMPAIGN = "vitamin-k2-bone-health"
@@ -47,10 +47,21 @@ def deliveries_of(site: AdminSite) -> int:
 
 
 def test_a_marketer_signs_in_and_sees_the_overview(page: Page, admin_site: AdminSite) -> None:
+    # A month of signups from two forms, for a chart worth looking at.
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    for day in range(0, 28, 3):
+        add_confirmed_readers(
+            admin_site.database,
+            [f"day{day}.{n}@example.net" for n in range(1 + day % 4)],
+            form="vitamin-k2-article" if day % 2 else "homepage",
+            at=today - timedelta(days=day + 1),
+        )
     page.set_viewport_size(DESKTOP)
     sign_in(page, admin_site)
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
-    expect(page.get_by_role("link", name="5 confirmed")).to_be_visible()
+    expect(page.get_by_role("link", name="30 confirmed")).to_be_visible()
+    expect(page.get_by_text("30 on " + today.date().isoformat())).to_be_visible()
+    expect(page.get_by_text("vitamin-k2-article: 16")).to_be_visible()
     expect(page.get_by_role("img", name="Readers over the last 30 days")).to_be_visible()
     expect(page.get_by_role("link", name=READERS[0])).to_be_visible()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
