@@ -194,6 +194,9 @@ def authenticate(
     if account is None or not PASSWORDS.verify(account.password_hash, password):
         if account is None:
             PASSWORDS.verify_nobody(password)
+        # Failures older than the window count for nothing: drop them, whoever they were for,
+        # so that guessing at many addresses cannot grow the table without end.
+        session.execute(delete(FailedSignIn).where(FailedSignIn.at <= now - LOCKOUT_WINDOW))
         session.add(FailedSignIn(email=address, at=now))
         session.flush()
         raise ValidationError({"email": WRONG_CREDENTIALS})
