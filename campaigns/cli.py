@@ -10,7 +10,10 @@ import typer
 from newsletter import runtime
 from newsletter.errors import PreflightError
 
-app = typer.Typer(help="Campaigns: list them, check one before sending.", no_args_is_help=True)
+app = typer.Typer(
+    help="Campaigns: list, check, send a test, schedule, pause, resume, cancel, status.",
+    no_args_is_help=True,
+)
 
 CONTENT_OPTION = typer.Option(
     None, "--content", help="Folder of campaign files (default: the shipped campaigns/content)."

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from newsletter.admin.web import create_admin_router
 from newsletter.db import Database, open_database
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings
@@ -75,6 +76,9 @@ def create_app(
     app.state.subscriber_events = events
 
     app.include_router(create_subscriber_router(settings))
+    app.include_router(
+        create_admin_router(settings, database, app.state.secret_key, lambda: events)
+    )
     if settings.uses_capture_inbox:
         app.include_router(create_inbox_router(database, settings.capture_port))
 

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from campaigns.cli import app as campaign_app
 from newsletter import runtime
+from newsletter.admin.cli import app as admin_app
 from newsletter.db import Database
 from newsletter.errors import NewsletterError
 from scheduler import cli as scheduler_cli
@@ -36,6 +37,7 @@ app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(scheduler_cli.app, name="deliveries")
 app.add_typer(sequence_cli.app, name="sequence")
+app.add_typer(admin_app, name="admin")
 app.command("worker")(scheduler_cli.worker)
 app.command("explain")(scheduler_cli.explain_command)
 app.command("plan")(scheduler_cli.plan_command)

@@ -33,6 +33,7 @@ MIGRATION_FOLDERS = [
     ROOT / "subscribers" / "migrations",
     ROOT / "campaigns" / "migrations",
     ROOT / "scheduler" / "migrations",
+    ROOT / "newsletter" / "admin" / "migrations",
 ]
 # Any constant works: it only has to be the same in every process that migrates.
 MIGRATION_LOCK_ID = 7_315_001
