@@ -2,14 +2,14 @@
 campaign's own cadence caps and per-reader wall-clock time
 
 Revision ID: 0007_insight
-Revises: 0006
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_insight"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
