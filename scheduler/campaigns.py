@@ -624,6 +624,7 @@ def run_status(session: Session, run: CampaignRun, now: datetime | None = None) 
         zone=run.zone,
         local_send_at=run.send_at.astimezone(ZoneInfo(run.zone)).isoformat(),
         segment=run.segment,
+        reader_time=run.reader_time,
         note=run.note,
         rate_per_second=round(rate, 2),
         seconds_left=eta,

@@ -163,13 +163,11 @@ def schedule(
         content_root=content,
         reader_time=reader_time,
     )
-    local = run.local_send_at.strftime("%Y-%m-%d %H:%M %Z")
+    when = f"{run.local_send_at:%Y-%m-%d %H:%M %Z} ({run.send_at:%Y-%m-%d %H:%M} UTC)"
     if reader_time:
-        local = f"{at} in each reader's zone (from {run.send_at:%Y-%m-%d %H:%M} UTC)"
+        when = f"{at} in each reader's zone (starting {run.send_at:%Y-%m-%d %H:%M} UTC)"
     whom = f"readers matching {run.segment!r}" if run.segment else "every confirmed reader"
-    typer.echo(
-        f"campaign {name!r} scheduled for {local} ({run.send_at:%Y-%m-%d %H:%M} UTC) to {whom}"
-    )
+    typer.echo(f"campaign {name!r} scheduled for {when} to {whom}")
 
 
 def pause(name: str = typer.Argument(..., help="The campaign's name.")) -> None:
