@@ -459,11 +459,10 @@ class Mover:
         """The deliveries decided for this batch, in one statement."""
         if not self.rows:
             return
-        self.session.execute(
-            _insert(self.session)(deliveries)
-            .values(self.rows)
-            .on_conflict_do_nothing(index_elements=["message", "subscriber_id"])
+        insert = _insert(self.session)(deliveries).on_conflict_do_nothing(
+            index_elements=["message", "subscriber_id"]
         )
+        self.session.execute(insert, self.rows)  # one compiled statement, executemany
         self.rows = []
 
     def waiting_states(self, batch: list[Enrolment]) -> dict[int, tuple[str, datetime | None]]:
