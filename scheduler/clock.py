@@ -54,8 +54,17 @@ def _job_id(run_id: int) -> str:
     return f"campaign-run-{run_id}"
 
 
+class _SharedEngineJobStore(SQLAlchemyJobStore):
+    """APScheduler's job store on the product's engine, which the store does not own."""
+
+    def shutdown(self) -> None:
+        # The stock store disposes of its engine here, pulling the pool from under the web app
+        # and the sender that share it (a worker then waited forever for a connection).
+        pass
+
+
 def _new_scheduler(database: Database) -> BackgroundScheduler:
-    store = SQLAlchemyJobStore(engine=database.engine, tablename=JOBS_TABLE)
+    store = _SharedEngineJobStore(engine=database.engine, tablename=JOBS_TABLE)
     return BackgroundScheduler(
         jobstores={"default": store, "memory": MemoryJobStore()},
         executors={"default": {"type": "threadpool", "max_workers": 4}},

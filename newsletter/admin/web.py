@@ -43,6 +43,7 @@ from newsletter.errors import NewsletterError, NotFoundError, RateLimitedError, 
 from newsletter.settings import Settings
 from scheduler import campaigns as runs
 from scheduler.clock import schedule_campaign
+from scheduler.explain import Explanation, explain
 from scheduler.sequences import read_sequences, sequence_status
 from subscribers.erasure import erase_subscriber
 from subscribers.events import SubscriberEvents
@@ -435,16 +436,6 @@ def create_admin_router(
         found["finished"] = found["state"] in FINISHED_STATES
         return JSONResponse(found, headers={"Cache-Control": "no-store"})
 
-    def schedule_on_own_engine(name: str, at: str, zone: str, segment: str) -> None:
-        # schedule_campaign stores the job through a short-lived APScheduler whose job store
-        # disposes of the engine it is given when it shuts down: given the app's engine, that
-        # would pull the pool from under the worker and the requests sharing it.
-        own = Database(database.url)
-        try:
-            schedule_campaign(own, settings, name, at, zone, segment or None)
-        finally:
-            own.dispose()
-
     @guarded.post("/campaigns/{name}/schedule", response_class=HTMLResponse)
     async def schedule(request: Request, name: str) -> Response:
         form = await request.form()
@@ -455,7 +446,9 @@ def create_admin_router(
         at = f"{values['date']} {values['time']}"
         zone = values["zone"] or settings.timezone
         try:
-            await run_in_threadpool(schedule_on_own_engine, name, at, zone, values["segment"])
+            await run_in_threadpool(
+                schedule_campaign, database, settings, name, at, zone, values["segment"] or None
+            )
         except NewsletterError as error:
             return campaign_page(request, name, 422, error=error.message, form=values)
         return see_other(f"/admin/campaigns/{quote(name)}", "scheduled")
@@ -638,8 +631,16 @@ def create_admin_router(
             reader_id=reader_id,
             details=details,
             deliveries=deliveries,
+            explanation=explain_or_none(details["email"]),
             can_unsubscribe=details["status"] in (Status.PENDING, Status.CONFIRMED),
         )
+
+    def explain_or_none(email: str) -> Explanation | None:
+        # The page still shows the reader's history when a sequence file cannot be read.
+        try:
+            return explain(database, settings, email)
+        except NewsletterError:
+            return None
 
     def reader_action(
         request: Request, reader_id: int, question: str, detail: str, action: str, button: str

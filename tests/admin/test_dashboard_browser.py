@@ -129,7 +129,10 @@ def test_scheduling_in_a_chosen_zone_pausing_resuming_and_watching_it_send_to_th
     expect(messages.get_by_role("cell", name="sent", exact=True)).to_be_visible()
     expect(page.get_by_role("region", name="Consent").get_by_text("signup")).to_be_visible()
     expect(page.get_by_role("region", name="Status history")).to_contain_text("confirmed")
-    expect(page.locator("[data-placeholder=explain]")).to_be_visible()
+    why = page.get_by_role("region", name="What this reader gets, and why")
+    expect(why).to_contain_text(f"campaign:{CAMPAIGN}: sent")
+    why.get_by_text(f"campaign:{CAMPAIGN}: sent").click()
+    expect(why).to_contain_text("Message-ID <")
     page.screenshot(path=str(SCREENSHOTS / "admin-reader-history.png"), full_page=True)
 
     # Unsubscribing asks first, then takes effect.
