@@ -24,6 +24,7 @@ from newsletter.db import Database
 from newsletter.errors import NotFoundError
 from newsletter.settings import Settings
 from scheduler.deliveries import ClaimedDelivery, Delivery, Recipient, State
+from scheduler.smtp import SmtpReady
 from subscribers.tokens import Purpose, signed_url
 from templates import Content, Links, Reader, render
 
@@ -46,12 +47,17 @@ def plain_render(
         "\r\n"
         f"Hello, this is {delivery.message}.\r\n"
     ).encode()
-    return head + _filler(max(0, size - len(head)))
+    filler = _filler(max(0, size - len(head)))
+    unpaired = head.replace(b"\r\n", b"")
+    if b"\r" in unpaired or b"\n" in unpaired or b"\n." in head:
+        return head + filler  # a value broke a line: the sender normalises it
+    return SmtpReady(head + filler)  # CRLF lines, none starting with a dot: no scan needed
 
 
 @functools.lru_cache(maxsize=64)
 def _filler(missing: int) -> bytes:
-    """Whole filler lines covering ``missing`` bytes (made once per size: it is the same text)."""
+    """Whole filler lines covering ``missing`` bytes (made once per size: it is the same text,
+    CRLF lines none of which starts with a dot)."""
     return _FILLER * (missing // len(_FILLER) + (1 if missing else 0))
 
 

@@ -56,12 +56,20 @@ def redact(text: str) -> str:
     return _ADDRESS.sub("<address>", text)
 
 
+class SmtpReady(bytes):
+    """Message bytes its renderer vouches for: CRLF line ends only, no line that starts with a
+    dot, a CRLF at the end. ``prepare_data`` then only adds the final dot, where it would
+    otherwise scan every byte (about 40 µs for 28 KB, a fifth of a message's CPU time)."""
+
+
 def prepare_data(message: bytes) -> bytes:
     """The ``DATA`` payload: CRLF line endings, leading dots doubled, the final dot added.
 
     A message already in CRLF form (what the renderer makes) costs two counts and a replace
-    (``b"\r\n."``, three bytes, is found faster than ``b"\n."``).
+    (``b"\r\n."``, three bytes, is found faster than ``b"\n."``); ``SmtpReady`` costs nothing.
     """
+    if isinstance(message, SmtpReady):
+        return message + b".\r\n"
     if message.count(b"\n") != message.count(b"\r\n"):
         message = _LINE_ENDINGS.sub(b"\r\n", message)  # bare LF (or CR): the slow path
     message = message.replace(b"\r\n.", b"\r\n..")

@@ -356,7 +356,8 @@ class Worker:
         """
         outcomes, self.unrecorded = self.unrecorded, []
         deadline = time.monotonic() + wait
-        while len(outcomes) < 2000:
+        # Stop early once every claimed delivery has its outcome: nothing more can come.
+        while len(outcomes) < min(2000, self.in_flight):
             timeout = deadline - time.monotonic()
             try:
                 if timeout > 0:
