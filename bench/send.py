@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert  # noqa: E402
 
+from bench.sink import running_sink  # noqa: E402
 from newsletter.db import Database, utcnow  # noqa: E402
 from newsletter.settings import Settings  # noqa: E402
 from scheduler.deliveries import ClaimedDelivery, Recipient, delivery_counts, enqueue  # noqa: E402
@@ -41,35 +42,6 @@ from scheduler.worker import WorkerOptions, run_worker  # noqa: E402
 from subscribers.models import Subscriber  # noqa: E402
 
 SENDER = "Bench <bench@example.org>"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_sink(port: int) -> subprocess.Popen[bytes]:
-    sink = subprocess.Popen(
-        [
-            shutil.which("smtp-sink") or "/usr/sbin/smtp-sink",
-            "-u",
-            "nobody",
-            f"127.0.0.1:{port}",
-            "1000",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return sink
-        except OSError:
-            time.sleep(0.02)
-    sink.kill()
-    raise RuntimeError("smtp-sink did not start")
 
 
 def ceiling(port: int, messages: int, connections: int, size: int) -> float:
@@ -199,13 +171,11 @@ def main() -> None:
         "--processes", type=int, default=1, help="worker processes sharing the connections"
     )
     args = parser.parse_args()
-    port = free_port()
-    sink = start_sink(port)
     ratios = []
-    try:
+    with running_sink() as sink:
         for round_ in range(args.rounds):
-            top = ceiling(port, args.messages, args.connections, args.size)
-            ours = product(port, args.messages, args.connections, args.size, args.processes)
+            top = ceiling(sink.port, args.messages, args.connections, args.size)
+            ours = product(sink.port, args.messages, args.connections, args.size, args.processes)
             ratios.append(ours / top)
             print(
                 json.dumps(
@@ -218,13 +188,11 @@ def main() -> None:
                         "ceiling_per_s": round(top),
                         "product_per_s": round(ours),
                         "ratio": round(ours / top, 3),
+                        "load_avg_1m": round(os.getloadavg()[0], 1),
                     }
                 ),
                 flush=True,
             )
-    finally:
-        sink.terminate()
-        sink.wait()
     print(f"median ratio product/ceiling: {statistics.median(ratios):.2f}")
 
 

@@ -415,6 +415,19 @@ def renew_leases(session: Session, worker: str, lease: timedelta) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def _held_by(worker: str) -> ColumnElement[bool]:
+    """The row named by the ``b_id`` parameter, if ``worker`` still holds it under its claim.
+
+    Every outcome but ``sent`` is recorded only so: a row whose lease ran out and that another
+    worker took since is that worker's to record.
+    """
+    return (
+        (deliveries.c.id == bindparam("b_id"))
+        & (deliveries.c.state == State.CLAIMED)
+        & (deliveries.c.claimed_by == worker)
+    )
+
+
 def release(session: Session, worker: str, ids: Iterable[int]) -> None:
     """Give back rows ``worker`` claimed but did not try (it is stopping): queued again at once."""
     params = [{"b_id": delivery_id} for delivery_id in ids]
@@ -422,11 +435,7 @@ def release(session: Session, worker: str, ids: Iterable[int]) -> None:
         return
     session.execute(
         update(deliveries)
-        .where(
-            deliveries.c.id == bindparam("b_id"),
-            deliveries.c.state == State.CLAIMED,
-            deliveries.c.claimed_by == worker,
-        )
+        .where(_held_by(worker))
         .values(state=State.QUEUED, claimed_by=None, lease_until=None, next_attempt_at=utcnow()),
         params,
     )
@@ -473,11 +482,7 @@ def mark_retry(
         return
     session.execute(
         update(deliveries)
-        .where(
-            deliveries.c.id == bindparam("b_id"),
-            deliveries.c.state == State.CLAIMED,
-            deliveries.c.claimed_by == worker,
-        )
+        .where(_held_by(worker))
         .values(
             state=State.QUEUED,
             attempts=deliveries.c.attempts + 1,
@@ -502,11 +507,7 @@ def mark_final(
         return
     session.execute(
         update(deliveries)
-        .where(
-            deliveries.c.id == bindparam("b_id"),
-            deliveries.c.state == State.CLAIMED,
-            deliveries.c.claimed_by == worker,
-        )
+        .where(_held_by(worker))
         .values(
             state=state,
             attempts=deliveries.c.attempts + (0 if state == State.SKIPPED else 1),
