@@ -518,8 +518,9 @@ class Sender:
             self.give(self.deliver(delivery, data))
             return
         worker.limiter.wait()
-        if self.suppressed(delivery):
-            self.give(self.skipped(delivery, 0))
+        skipped = self.suppressed(delivery)
+        if skipped is not None:
+            self.give(skipped)
             return
         assert delivery.recipient is not None  # prepare() skipped an erased reader
         held, self.held = self.held, None
@@ -550,14 +551,13 @@ class Sender:
             return self.deliver(delivery, data, uncertain=int(error.outcome_unknown), drops=1)
         return self.worker.refused(delivery, 0, error)
 
-    def suppressed(self, delivery: ClaimedDelivery) -> bool:
-        """The last word before SMTP: is the reader unsubscribed, bounced, complained, erased?"""
+    def suppressed(self, delivery: ClaimedDelivery, uncertain: int = 0) -> Outcome | None:
+        """The last word before SMTP: ``skipped`` if the reader is now unsubscribed, bounced,
+        complained or erased, else None."""
         current = self.status(delivery.subscriber_id)
-        return current is None or current in SUPPRESSED_STATUSES
-
-    def skipped(self, delivery: ClaimedDelivery, uncertain: int) -> Outcome:
-        current = self.status(delivery.subscriber_id)
-        return Outcome(delivery, State.SKIPPED, uncertain, f"reader {current or 'erased'}")
+        if current is None or current in SUPPRESSED_STATUSES:
+            return Outcome(delivery, State.SKIPPED, uncertain, f"reader {current or 'erased'}")
+        return None
 
     def deliver(
         self, delivery: ClaimedDelivery, data: bytes, *, uncertain: int = 0, drops: int = 0
@@ -583,8 +583,9 @@ class Sender:
                     pause = min(pause * 2, 30.0)
                     continue
             worker.limiter.wait()
-            if self.suppressed(delivery):
-                return self.skipped(delivery, uncertain)
+            skipped = self.suppressed(delivery, uncertain)
+            if skipped is not None:
+                return skipped
             try:
                 connection.send(worker.sender, delivery.recipient.email, data)
                 return Outcome(delivery, State.SENT, uncertain)
