@@ -38,7 +38,7 @@ from newsletter.db import Database, utcnow  # noqa: E402
 from newsletter.settings import Settings  # noqa: E402
 from scheduler.deliveries import ClaimedDelivery, Recipient, delivery_counts, enqueue  # noqa: E402
 from scheduler.rendering import plain_render  # noqa: E402
-from scheduler.worker import WorkerOptions, run_worker  # noqa: E402
+from scheduler.worker import SWITCH_INTERVAL, WorkerOptions, run_worker  # noqa: E402
 from subscribers.models import Subscriber  # noqa: E402
 
 SENDER = "Bench <bench@example.org>"
@@ -96,7 +96,7 @@ def prepare_campaign(directory: Path, messages: int) -> Database:
 
 def send_campaign(url: str, port: int, connections: int, size: int, name: str) -> None:
     """One worker, as ``newsletter worker --until-idle`` runs it."""
-    sys.setswitchinterval(0.0005)  # as the ``newsletter worker`` command sets it
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as the ``newsletter worker`` command sets it
     settings = Settings(
         database_url=url,
         smtp_url=f"smtp://127.0.0.1:{port}",
