@@ -7,6 +7,7 @@ every message, started on a free loopback port and stopped when the benchmark en
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -30,6 +32,11 @@ class Sink:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def cpu_s(self) -> float:
+        """The sink's user + system CPU seconds so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:
