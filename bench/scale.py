@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, insert, select, text  # noqa: E402
 
-from bench.send import SENDER, _worker_process, free_port, start_sink  # noqa: E402
+from bench.send import SENDER, _worker_process  # noqa: E402
+from bench.sink import running_sink  # noqa: E402
 from newsletter.db import Database, utcnow  # noqa: E402
 from newsletter.settings import Settings  # noqa: E402
 from scheduler.deliveries import (  # noqa: E402
@@ -262,14 +263,14 @@ def fleet_round(
 def fleet(args: argparse.Namespace) -> None:
     counts = [int(n) for n in args.workers.split(",")]
     database = fleet_setup(args.database, args.readers[0])
-    port = free_port()
-    sink = start_sink(port)
     try:
-        for workers in counts:
-            print(json.dumps(fleet_round(database, port, sink.pid, workers, args)), flush=True)
+        with running_sink() as sink:
+            for workers in counts:
+                print(
+                    json.dumps(fleet_round(database, sink.port, sink.pid, workers, args)),
+                    flush=True,
+                )
     finally:
-        sink.terminate()
-        sink.wait()
         database.dispose()
 
 
@@ -294,10 +295,8 @@ def main() -> None:
         figures = campaign(args.path, args.readers[0], args.size, args.connections, args.port)
         print(json.dumps(figures), flush=True)
         return
-    port = free_port()
-    sink = start_sink(port)
     common = ["--size", str(args.size), "--connections", str(args.connections)]
-    try:
+    with running_sink() as sink:
         for readers in args.readers:
             with tempfile.TemporaryDirectory() as directory:
                 path = Path(directory) / "scale.db"
@@ -313,14 +312,11 @@ def main() -> None:
                             "--readers",
                             str(readers),
                             "--port",
-                            str(port),
+                            str(sink.port),
                             *common,
                         ],
                         check=True,
                     )
-    finally:
-        sink.terminate()
-        sink.wait()
 
 
 if __name__ == "__main__":

@@ -17,14 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
+import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,47 +35,36 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert  # noqa: E402
 
+from bench.sink import Sink, running_sink  # noqa: E402
 from newsletter.db import Database, utcnow  # noqa: E402
 from newsletter.settings import Settings  # noqa: E402
 from scheduler.deliveries import ClaimedDelivery, Recipient, delivery_counts, enqueue  # noqa: E402
 from scheduler.rendering import plain_render  # noqa: E402
-from scheduler.worker import WorkerOptions, run_worker  # noqa: E402
+from scheduler.worker import SWITCH_INTERVAL, WorkerOptions, run_worker  # noqa: E402
 from subscribers.models import Subscriber  # noqa: E402
 
 SENDER = "Bench <bench@example.org>"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+@dataclass(frozen=True)
+class Measured:
+    """One side of a round: its rate, and CPU time per message of the sender and of the sink."""
+
+    per_s: float
+    sender_cpu_us: float  # smtp-source's, or the worker process's (claim, render, send, record)
+    sink_cpu_us: float
 
 
-def start_sink(port: int) -> subprocess.Popen[bytes]:
-    sink = subprocess.Popen(
-        [
-            shutil.which("smtp-sink") or "/usr/sbin/smtp-sink",
-            "-u",
-            "nobody",
-            f"127.0.0.1:{port}",
-            "1000",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return sink
-        except OSError:
-            time.sleep(0.02)
-    sink.kill()
-    raise RuntimeError("smtp-sink did not start")
+def cpu_s(who: int) -> float:
+    """User + system CPU seconds of this process (``RUSAGE_SELF``) or its children."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
-def ceiling(port: int, messages: int, connections: int, size: int) -> float:
+def ceiling(sink: Sink, messages: int, connections: int, size: int) -> Measured:
     """Messages per second smtp-source reaches."""
+    port = sink.port
+    children, sink_before = cpu_s(resource.RUSAGE_CHILDREN), sink.cpu_s()
     started = time.perf_counter()
     subprocess.run(
         [
@@ -96,7 +87,12 @@ def ceiling(port: int, messages: int, connections: int, size: int) -> float:
         stderr=subprocess.DEVNULL,
         check=True,
     )
-    return messages / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    return Measured(
+        messages / elapsed,
+        1e6 * (cpu_s(resource.RUSAGE_CHILDREN) - children) / messages,
+        1e6 * (sink.cpu_s() - sink_before) / messages,
+    )
 
 
 def prepare_campaign(directory: Path, messages: int) -> Database:
@@ -124,7 +120,7 @@ def prepare_campaign(directory: Path, messages: int) -> Database:
 
 def send_campaign(url: str, port: int, connections: int, size: int, name: str) -> None:
     """One worker, as ``newsletter worker --until-idle`` runs it."""
-    sys.setswitchinterval(0.0005)  # as the ``newsletter worker`` command sets it
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as the ``newsletter worker`` command sets it
     settings = Settings(
         database_url=url,
         smtp_url=f"smtp://127.0.0.1:{port}",
@@ -152,7 +148,7 @@ def _worker_process(url: str, port: int, connections: int, size: int, name: str,
     send_campaign(url, port, connections, size, name)
 
 
-def product(port: int, messages: int, connections: int, size: int, processes: int = 1) -> float:
+def product(sink: Sink, messages: int, connections: int, size: int, processes: int = 1) -> Measured:
     """Messages per second ``run_worker`` reaches: claim, render, send, mark sent.
 
     With ``processes`` > 1, that many worker processes share the campaign and the connections
@@ -160,6 +156,9 @@ def product(port: int, messages: int, connections: int, size: int, processes: in
     """
     with tempfile.TemporaryDirectory() as directory:
         database = prepare_campaign(Path(directory), messages)
+        port = sink.port
+        sink_before = sink.cpu_s()
+        own = cpu_s(resource.RUSAGE_SELF) + cpu_s(resource.RUSAGE_CHILDREN)
         if processes == 1:
             started = time.perf_counter()
             send_campaign(database.url, port, connections, size, "bench")
@@ -181,12 +180,14 @@ def product(port: int, messages: int, connections: int, size: int, processes: in
             for worker in workers:
                 worker.join()
         elapsed = time.perf_counter() - started
+        sender = cpu_s(resource.RUSAGE_SELF) + cpu_s(resource.RUSAGE_CHILDREN) - own
+        sink_cpu = sink.cpu_s() - sink_before
         with database.session() as session:
             sent = delivery_counts(session, "campaign:bench")["sent"]
         database.dispose()
     if sent != messages:
         raise RuntimeError(f"only {sent} of {messages} sent")
-    return messages / elapsed
+    return Measured(messages / elapsed, 1e6 * sender / messages, 1e6 * sink_cpu / messages)
 
 
 def main() -> None:
@@ -199,14 +200,12 @@ def main() -> None:
         "--processes", type=int, default=1, help="worker processes sharing the connections"
     )
     args = parser.parse_args()
-    port = free_port()
-    sink = start_sink(port)
     ratios = []
-    try:
+    with running_sink() as sink:
         for round_ in range(args.rounds):
-            top = ceiling(port, args.messages, args.connections, args.size)
-            ours = product(port, args.messages, args.connections, args.size, args.processes)
-            ratios.append(ours / top)
+            top = ceiling(sink, args.messages, args.connections, args.size)
+            ours = product(sink, args.messages, args.connections, args.size, args.processes)
+            ratios.append(ours.per_s / top.per_s)
             print(
                 json.dumps(
                     {
@@ -215,16 +214,19 @@ def main() -> None:
                         "connections": args.connections,
                         "processes": args.processes,
                         "size": args.size,
-                        "ceiling_per_s": round(top),
-                        "product_per_s": round(ours),
-                        "ratio": round(ours / top, 3),
+                        "ceiling_per_s": round(top.per_s),
+                        "product_per_s": round(ours.per_s),
+                        "ratio": round(ours.per_s / top.per_s, 3),
+                        # CPU µs a message: smtp-source's and the worker's, and the sink's in each
+                        "cpu_us_source": round(top.sender_cpu_us),
+                        "cpu_us_product": round(ours.sender_cpu_us),
+                        "cpu_us_sink_ceiling": round(top.sink_cpu_us),
+                        "cpu_us_sink_product": round(ours.sink_cpu_us),
+                        "load_avg_1m": round(os.getloadavg()[0], 1),
                     }
                 ),
                 flush=True,
             )
-    finally:
-        sink.terminate()
-        sink.wait()
     print(f"median ratio product/ceiling: {statistics.median(ratios):.2f}")
 
 

@@ -8,7 +8,9 @@ the delivery's Message-ID. ``plain_render`` (a small text message) serves tests 
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
@@ -22,6 +24,7 @@ from newsletter.db import Database
 from newsletter.errors import NotFoundError
 from newsletter.settings import Settings
 from scheduler.deliveries import ClaimedDelivery, Delivery, Recipient, State
+from scheduler.smtp import SmtpReady
 from subscribers.tokens import Purpose, signed_url
 from templates import Content, Links, Reader, render
 
@@ -36,7 +39,7 @@ def plain_render(
         f"From: {sender}\r\n"
         f"To: {subscriber.email}\r\n"
         f"Subject: {delivery.message}\r\n"
-        f"Date: {formatdate(localtime=False)}\r\n"
+        f"Date: {_date_now()}\r\n"
         f"Message-ID: {delivery.message_id}\r\n"
         "MIME-Version: 1.0\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
@@ -44,8 +47,30 @@ def plain_render(
         "\r\n"
         f"Hello, this is {delivery.message}.\r\n"
     ).encode()
-    missing = max(0, size - len(head))
-    return head + _FILLER * (missing // len(_FILLER) + (1 if missing else 0))
+    filler = _filler(max(0, size - len(head)))
+    unpaired = head.replace(b"\r\n", b"")
+    if b"\r" in unpaired or b"\n" in unpaired or b"\n." in head:
+        return head + filler  # a value broke a line: the sender normalises it
+    return SmtpReady(head + filler)  # CRLF lines, none starting with a dot: no scan needed
+
+
+@functools.lru_cache(maxsize=64)
+def _filler(missing: int) -> bytes:
+    """Whole filler lines covering ``missing`` bytes (made once per size: it is the same text,
+    CRLF lines none of which starts with a dot)."""
+    return _FILLER * (missing // len(_FILLER) + (1 if missing else 0))
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _date_now() -> str:
+    """The ``Date`` header's value, formatted once a second rather than once a message."""
+    global _date_cache
+    second = int(time.time())
+    if _date_cache[0] != second:
+        _date_cache = (second, formatdate(second, localtime=False))
+    return _date_cache[1]
 
 
 def placeholder_render(

@@ -1,8 +1,9 @@
 """One SMTP connection, kept open and reused, that sends one message to one reader at a time.
 
-smtplib opens the connection (plain, STARTTLS or TLS, then AUTH); the transaction itself is
-written here so that, when the server offers PIPELINING (RFC 2920), ``MAIL``, ``RCPT`` and
-``DATA`` go out in one write: two round trips a message instead of four, which is what lets
+smtplib opens the connection (plain, STARTTLS or TLS, then AUTH); the transactions are written
+here. When the server offers PIPELINING (RFC 2920), ``exchange`` writes a message together with
+the next message's ``MAIL``, ``RCPT`` and ``DATA`` (the RFC lets message content open a group)
+and reads all four replies at once: one round trip a message instead of four, which is what lets
 Python keep up with a C sink. Every failure is a ``DeliveryError`` saying what the worker must do.
 """
 
@@ -12,6 +13,7 @@ import re
 import smtplib
 import socket
 import ssl
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from newsletter.errors import DeliveryError
@@ -54,20 +56,50 @@ def redact(text: str) -> str:
     return _ADDRESS.sub("<address>", text)
 
 
+class SmtpReady(bytes):
+    """Message bytes its renderer vouches for: CRLF line ends only, no line that starts with a
+    dot, a CRLF at the end. ``prepare_data`` then only adds the final dot, where it would
+    otherwise scan every byte (about 40 µs for 28 KB, a fifth of a message's CPU time)."""
+
+
 def prepare_data(message: bytes) -> bytes:
     """The ``DATA`` payload: CRLF line endings, leading dots doubled, the final dot added.
 
-    A message already in CRLF form (what the renderer makes) costs two counts and a search.
+    A message already in CRLF form (what the renderer makes) costs two counts and a replace
+    (``b"\r\n."``, three bytes, is found faster than ``b"\n."``); ``SmtpReady`` costs nothing.
     """
+    if isinstance(message, SmtpReady):
+        return message + b".\r\n"
     if message.count(b"\n") != message.count(b"\r\n"):
         message = _LINE_ENDINGS.sub(b"\r\n", message)  # bare LF (or CR): the slow path
+    message = message.replace(b"\r\n.", b"\r\n..")
     if message.startswith(b"."):
         message = b"." + message
-    if b"\n." in message:
-        message = message.replace(b"\r\n.", b"\r\n..")
     if not message.endswith(b"\r\n"):
         message += b"\r\n"
     return message + b".\r\n"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Who a message is from and to, and whether its body needs ``BODY=8BITMIME``."""
+
+    sender: str
+    recipient: str
+    eight_bit: bool = False  # the body has bytes above 127
+
+    @classmethod
+    def of(cls, sender: str, recipient: str, data: bytes) -> Envelope:
+        return cls(sender, recipient, not data.isascii())
+
+    def commands(self, server_takes_8bit: bool) -> list[bytes]:
+        """``MAIL``, ``RCPT`` and ``DATA``, each a line ready to write."""
+        body = " BODY=8BITMIME" if self.eight_bit and server_takes_8bit else ""
+        return [
+            f"MAIL FROM:<{self.sender}>{body}\r\n".encode(),
+            f"RCPT TO:<{self.recipient}>\r\n".encode(),
+            b"DATA\r\n",
+        ]
 
 
 class SmtpConnection:
@@ -85,6 +117,8 @@ class SmtpConnection:
         self._smtp: smtplib.SMTP | None = None
         self.pipelining = False
         self.eight_bit = False
+        self._in_data = False
+        self._buffer = b""  # reply bytes received and not yet read
         self.messages_sent = 0
 
     @property
@@ -121,11 +155,16 @@ class SmtpConnection:
                 f"cannot open an SMTP session with {self.host}:{self.port}: {redact(str(error))}"
             ) from error
         self._smtp = smtp
+        self._in_data = False
+        self._buffer = b""
         self.pipelining = smtp.has_extn("pipelining")
         self.eight_bit = smtp.has_extn("8bitmime")
 
     def close(self) -> None:
         """Say QUIT when the connection still works, and forget it."""
+        if self._in_data:  # a QUIT now would be taken as the message: drop it instead
+            self.close_quietly()
+            return
         smtp, self._smtp = self._smtp, None
         if smtp is None:
             return
@@ -143,68 +182,123 @@ class SmtpConnection:
         """
         if self._smtp is None:
             self.open()
+        _, refused = self.exchange(None, Envelope.of(sender, recipient, data))
+        if refused is not None:
+            raise refused
+        failed, _ = self.exchange(data, None)
+        if failed is not None:
+            raise failed
+
+    @property
+    def in_data(self) -> bool:
+        """True between the server's 354 and the message: only the message may be sent next."""
+        return self._in_data
+
+    def exchange(
+        self, message: bytes | None, envelope: Envelope | None
+    ) -> tuple[DeliveryError | None, DeliveryError | None]:
+        """Finish the open transaction with ``message`` and begin the next with ``envelope``.
+
+        With PIPELINING (RFC 2920 lets the message be the first "command" of a group) both go
+        out in one write and their replies come back in one read: one round trip a message.
+        Returns what went wrong with each, ``None`` for success: the message was taken (250),
+        or the envelope was (the transaction is then open until the next call sends its
+        message). Drops are reported, never raised: ``ConnectionDropped`` says whether the
+        message was all sent (its outcome unknown); the connection is closed and the next call
+        on a closed connection opens it again (``ConnectFailed`` is then raised).
+        """
+        if message is not None and not self._in_data:
+            raise ValueError("no transaction is waiting for a message")
+        if message is None and self._in_data:
+            raise ValueError("the open transaction's message must be sent first")
+        if self._smtp is None:
+            self.open()
         smtp = self._smtp
         assert smtp is not None and smtp.sock is not None
-        body = " BODY=8BITMIME" if self.eight_bit and not data.isascii() else ""
-        mail = f"MAIL FROM:<{sender}>{body}\r\n".encode()
-        rcpt = f"RCPT TO:<{recipient}>\r\n".encode()
-        data_sent = False
+        sock = smtp.sock
+        commands = envelope.commands(self.eight_bit) if envelope is not None else []
+        sent_message = False
+        finished: DeliveryError | None = None
         try:
-            if self.pipelining:
-                smtp.sock.sendall(mail + rcpt + b"DATA\r\n")
-                replies = self._replies(smtp.sock, 3)
-            else:
-                replies = []
-                for command in (mail, rcpt, b"DATA\r\n"):
-                    smtp.sock.sendall(command)
-                    replies += self._replies(smtp.sock, 1)
-                    if replies[-1][0] >= 400:
-                        break
-            self._check_envelope(replies)
-            smtp.sock.sendall(data)
-            data_sent = True
-            ((code, text),) = self._replies(smtp.sock, 1)
+            if message is not None:
+                self._in_data = False
+                if self.pipelining and commands:
+                    # Should the write break off in the commands, the message may be complete.
+                    sent_message = True
+                    sock.sendall(message + b"".join(commands))
+                    commands = []
+                else:
+                    sock.sendall(message)
+                sent_message = True
+                code, text = self._reply(sock)
+                sent_message = False
+                finished = self._outcome("message", code, text)
+                if finished is None:
+                    self.messages_sent += 1
+                if finished is not None and self._smtp is None:  # 421: the server is closing
+                    return finished, self._dropped(None, before=True) if envelope else None
+            if envelope is None:
+                return finished, None
+            replies = self._envelope_replies(sock, commands)
         except (OSError, smtplib.SMTPServerDisconnected) as error:
             self.close_quietly()
-            state = "after the message" if data_sent else "before the message was sent"
-            raise ConnectionDropped(
-                f"connection dropped {state}: {error}", outcome_unknown=data_sent
-            ) from error
-        self._check("message", code, text)
-        self.messages_sent += 1
+            if sent_message:
+                return self._dropped(error, before=False), self._dropped(error, before=True)
+            return finished, self._dropped(error, before=True) if envelope else None
+        return finished, self._check_envelope(replies)
 
-    def _replies(self, sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
-        """Read ``count`` replies; pipelined ones mostly arrive in one ``recv``.
+    def _envelope_replies(
+        self, sock: socket.socket, commands: list[bytes]
+    ) -> list[tuple[int, bytes]]:
+        """The replies to MAIL, RCPT and DATA; ``commands`` are none when already written."""
+        if self.pipelining:
+            if commands:
+                sock.sendall(b"".join(commands))
+            return [self._reply(sock) for _ in range(3)]
+        replies = []
+        for command in commands:
+            sock.sendall(command)
+            replies.append(self._reply(sock))
+            if replies[-1][0] >= 400:
+                break
+        return replies
+
+    def _dropped(self, error: BaseException | None, *, before: bool) -> ConnectionDropped:
+        state = "before the message was sent" if before else "after the message"
+        cause = f": {error}" if error is not None else ": the server closed it"
+        return ConnectionDropped(f"connection dropped {state}{cause}", outcome_unknown=not before)
+
+    def _reply(self, sock: socket.socket) -> tuple[int, bytes]:
+        """Read one reply; pipelined ones mostly arrive in one ``recv``.
 
         smtplib's ``getreply`` reads line by line through a buffered file: fine for a greeting,
         a third of the sender's time at thousands of messages a second. Between transactions
         the server says nothing, so no byte is left over for smtplib's own reads (RSET, QUIT).
         """
-        replies: list[tuple[int, bytes]] = []
-        buffer = b""
         text: list[bytes] = []
+        buffer = self._buffer
         while True:
             end = buffer.find(b"\r\n")
             if end < 0:
                 chunk = sock.recv(65536)
                 if not chunk:
+                    self._buffer = b""
                     raise smtplib.SMTPServerDisconnected("connection closed by the server")
                 buffer += chunk
                 continue
             line, buffer = buffer[:end], buffer[end + 2 :]
             text.append(line[4:])
-            if line[3:4] == b"-":
-                continue
-            try:
-                code = int(line[:3])
-            except ValueError:
-                code = -1
-            replies.append((code, b"\n".join(text)))
-            text = []
-            if len(replies) == count:
-                return replies
+            if line[3:4] != b"-":
+                break
+        self._buffer = buffer
+        try:
+            code = int(line[:3])
+        except ValueError:
+            code = -1
+        return code, b"\n".join(text)
 
-    def _check_envelope(self, replies: list[tuple[int, bytes]]) -> None:
+    def _check_envelope(self, replies: list[tuple[int, bytes]]) -> DeliveryError | None:
+        """None when MAIL, RCPT and DATA were taken (the transaction is open), else the error."""
         stages = ("MAIL", "RCPT", "DATA")
         for stage, (code, text) in zip(stages, replies, strict=False):
             expected = 354 if stage == "DATA" else 250
@@ -216,22 +310,26 @@ class SmtpConnection:
                 self.close_quietly()
             else:
                 self._reset()
-            self._check(stage, code, text)
-            raise TemporaryFailure(f"{stage}: unexpected reply {code}", code=code)
+            return self._outcome(stage, code, text) or TemporaryFailure(
+                f"{stage}: unexpected reply {code}", code=code
+            )
+        self._in_data = True
+        return None
 
-    def _check(self, stage: str, code: int, text: bytes) -> None:
+    def _outcome(self, stage: str, code: int, text: bytes) -> DeliveryError | None:
+        """None for 250, else the error that says what to do about the reply."""
         if code == 250:
-            return
+            return None
         reply = f"{stage}: {code} {redact(text.decode('utf-8', 'replace'))}"
         if code == 421:
             self.close_quietly()
         if 400 <= code < 500 or code == -1:
-            raise TemporaryFailure(reply, code=code)
+            return TemporaryFailure(reply, code=code)
         if stage == "RCPT" and code >= 500:
-            raise RecipientRefused(reply, permanent=True, code=code)
+            return RecipientRefused(reply, permanent=True, code=code)
         if code >= 500:
-            raise MessageRefused(reply, permanent=True, code=code)
-        raise TemporaryFailure(reply, code=code)
+            return MessageRefused(reply, permanent=True, code=code)
+        return TemporaryFailure(reply, code=code)
 
     def _reset(self) -> None:
         smtp = self._smtp
@@ -247,5 +345,7 @@ class SmtpConnection:
     def close_quietly(self) -> None:
         """Drop the connection without a word (it is broken, or the server is closing it)."""
         smtp, self._smtp = self._smtp, None
+        self._in_data = False
+        self._buffer = b""
         if smtp is not None:
             smtp.close()

@@ -11,7 +11,8 @@ from aiosmtpd.controller import Controller
 
 from newsletter.db import Database
 from newsletter.settings import Settings
-from tests.scheduler.delivery_helpers import SENDER, FaultyHandler
+from tests.conftest import SmtpServer
+from tests.scheduler.delivery_helpers import SENDER, FaultyHandler, PipeliningHandler
 
 
 def _free_port() -> int:
@@ -54,8 +55,30 @@ def settings_for(make_settings: Callable[..., Settings]) -> Callable[..., Settin
 
 
 @pytest.fixture
-def faulty_server() -> Iterator[tuple[str, FaultyHandler]]:
-    handler = FaultyHandler()
+def pipelining_server() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) that offers PIPELINING, as postfix and most relays do."""
+    handler = PipeliningHandler()
+    port = _free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield SmtpServer("127.0.0.1", port, handler)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(params=["pipelining", "one command at a time"])
+def relay(request: pytest.FixtureRequest) -> SmtpServer:
+    """Each kind of relay in turn: with PIPELINING (one round trip a message), then without."""
+    name = "pipelining_server" if request.param == "pipelining" else "smtp_server"
+    server: SmtpServer = request.getfixturevalue(name)
+    return server
+
+
+@pytest.fixture
+def faulty_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, FaultyHandler]]:
+    """A misbehaving server; offers PIPELINING unless parametrized (indirect) with False."""
+    handler = FaultyHandler(pipelining=getattr(request, "param", True))
     port = _free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()

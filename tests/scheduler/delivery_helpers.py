@@ -20,6 +20,7 @@ from scheduler.deliveries import ClaimedDelivery, Recipient
 from scheduler.rendering import plain_render
 from scheduler.worker import Render, WorkerOptions
 from subscribers.models import Status, Subscriber
+from tests.conftest import RecordingHandler
 
 SENDER = "Gut Health Letter <news@example.org>"
 # Short times, so that retries and lease expiries happen within a test.
@@ -75,13 +76,56 @@ def message_id_of(raw: bytes) -> str:
     return str(message_from_bytes(raw)["Message-ID"])
 
 
+# ---------------------------------------------------------------- servers that offer PIPELINING
+
+
+class Pipelining:
+    """Mixed into an aiosmtpd handler: offers PIPELINING (RFC 2920), as postfix and real relays
+    do, and counts what the client sent ahead of the replies (aiosmtpd reads in order anyway).
+
+    ``envelopes_ahead``: MAIL commands whose RCPT had already arrived; ``messages_ahead``:
+    messages followed, in the same burst, by the next MAIL (one round trip a message).
+    """
+
+    envelopes_ahead = 0
+    messages_ahead = 0
+
+    async def handle_EHLO(
+        self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    def count_ahead(self, server: Any, command: bytes) -> bool:
+        """True when ``command`` is already waiting in the server's read buffer."""
+        return bytes(server._reader._buffer).startswith(command)
+
+
+@dataclass
+class PipeliningHandler(Pipelining, RecordingHandler):
+    """A well-behaved server that offers PIPELINING and keeps every message."""
+
+    async def handle_MAIL(
+        self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        self.envelopes_ahead += self.count_ahead(server, b"RCPT TO:")
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        self.messages_ahead += self.count_ahead(server, b"MAIL FROM:")
+        return await super().handle_DATA(server, session, envelope)
+
+
 # ---------------------------------------------------------------- a misbehaving SMTP server
 
 
 @dataclass
-class FaultyHandler:
+class FaultyHandler(Pipelining):
     """Answers at random (seeded): 421 or 451 now and then, 550 for some recipients, dropped
-    connections before and after taking the message, slow replies. Logs what it decided."""
+    connections before and after taking the message, slow replies. Logs what it decided.
+    Offers PIPELINING unless ``pipelining`` is False."""
 
     seed: int = 5
     temporary: float = 0.06  # each of MAIL, RCPT and DATA: 421 or 451
@@ -89,6 +133,7 @@ class FaultyHandler:
     drop: float = 0.03  # drop the connection instead of answering the message
     drop_after_accept: float = 0.01  # take the message, then drop before the 250
     slow: float = 0.02  # answer RCPT after 50 to 200 ms
+    pipelining: bool = True
     received: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     refused: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -96,15 +141,41 @@ class FaultyHandler:
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
 
-    def _temporary(self) -> str | None:
+    async def handle_EHLO(
+        self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        if self.pipelining:
+            return await super().handle_EHLO(server, session, envelope, hostname, responses)
+        session.host_name = hostname
+        return responses
+
+    def _temporary(self, server: Any, session: Session) -> str | None:
         if self.random.random() < self.temporary:
-            return self.random.choice(["421 4.3.2 Try again later", "451 4.3.0 Busy"])
+            reply = self.random.choice(["421 4.3.2 Try again later", "451 4.3.0 Busy"])
+            if reply.startswith("421"):  # as real servers do: close, answer nothing more
+                self._close(server, session, abort=False)
+            return reply
         return None
+
+    def _close(self, server: Any, session: Session, *, abort: bool) -> None:
+        """End the session: commands a pipelining client sent ahead are never acted on."""
+        session.closed = True  # type: ignore[attr-defined]
+        if abort:
+            server.transport.abort()
+        else:
+            asyncio.get_running_loop().call_soon(server.transport.close)
+
+    @staticmethod
+    def _ended(session: Session) -> bool:
+        return getattr(session, "closed", False)
 
     async def handle_MAIL(
         self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        reply = self._temporary()
+        if self._ended(session):
+            return "421 4.3.2 Closing"
+        self.envelopes_ahead += self.count_ahead(server, b"RCPT TO:")
+        reply = self._temporary(server, session)
         if reply:
             return reply
         envelope.mail_from = address
@@ -113,9 +184,11 @@ class FaultyHandler:
     async def handle_RCPT(
         self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if self._ended(session):
+            return "421 4.3.2 Closing"
         if self.random.random() < self.slow:
             await asyncio.sleep(self.random.uniform(0.05, 0.2))
-        reply = self._temporary()
+        reply = self._temporary(server, session)
         if reply:
             with self.lock:
                 self.refused[address].append(int(reply[:3]))
@@ -128,11 +201,14 @@ class FaultyHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        if self._ended(session):
+            return "421 4.3.2 Closing"
+        self.messages_ahead += self.count_ahead(server, b"MAIL FROM:")
         roll = self.random.random()
         if roll < self.drop:
-            server.transport.abort()
+            self._close(server, session, abort=True)
             return "451 never seen"
-        reply = self._temporary()
+        reply = self._temporary(server, session)
         if reply:
             for address in envelope.rcpt_tos:
                 with self.lock:
@@ -143,5 +219,5 @@ class FaultyHandler:
             for address in envelope.rcpt_tos:
                 self.received[address].append(message_id)
         if roll < self.drop + self.drop_after_accept:
-            server.transport.abort()
+            self._close(server, session, abort=True)
         return "250 OK"

@@ -34,7 +34,13 @@ from newsletter.db import Database, utcnow
 from scheduler.deliveries import Delivery, DeliveryWorker, delivery_counts, enqueue, message_id_for
 from scheduler.leader import Leadership
 from tests.conftest import _empty_postgres, free_port
-from tests.scheduler.delivery_helpers import SENDER, add_readers, message_id_of, reader_address
+from tests.scheduler.delivery_helpers import (
+    SENDER,
+    Pipelining,
+    add_readers,
+    message_id_of,
+    reader_address,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGE = "campaign:vitamin-k2-bone-health"  # rendered for real by the worker
@@ -147,8 +153,9 @@ def test_killing_the_leader_hands_leadership_to_another_within_seconds_never_two
 
 
 @dataclass
-class TimedHandler:
-    """An aiosmtpd handler keeping each message's recipient, Message-ID and arrival time."""
+class TimedHandler(Pipelining):
+    """An aiosmtpd handler keeping each message's recipient, Message-ID and arrival time; it
+    offers PIPELINING, as production relays do."""
 
     received: list[tuple[float, str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -23,8 +23,10 @@ from scheduler.deliveries import (
 )
 from scheduler.worker import run_worker
 from subscribers.models import Status, StatusChange, Subscriber
+from tests.conftest import SmtpServer
 from tests.scheduler.delivery_helpers import (
     FAST,
+    PipeliningHandler,
     add_readers,
     make_render,
     message_id_of,
@@ -46,16 +48,16 @@ def send_all(settings: Settings, database: Database, **options: object) -> dict[
 
 
 def test_every_confirmed_reader_gets_one_message_with_the_rows_message_id(
-    database: Database, smtp_server, settings_for: Callable[..., Settings]
+    database: Database, relay: SmtpServer, settings_for: Callable[..., Settings]
 ) -> None:
     ids = add_readers(database, 40)
     add_readers(database, 5, status=Status.PENDING, start=100)
     assert enqueue(database, MESSAGE, batch_size=7) == 40
 
-    counts = send_all(settings_for(database, smtp_server.url), database)
+    counts = send_all(settings_for(database, relay.url), database)
 
     assert counts.get("sent") == 40
-    messages = smtp_server.messages
+    messages = relay.messages
     assert sorted(m.rcpt_tos[0] for m in messages) == sorted(reader_address(n) for n in range(40))
     with database.session() as session:
         rows = session.scalars(select(Delivery).order_by(Delivery.id)).all()
@@ -78,6 +80,8 @@ def test_every_confirmed_reader_gets_one_message_with_the_rows_message_id(
         }
     assert {m.rcpt_tos[0]: message_id_of(m.raw) for m in messages} == expected
     assert all(m.mail_from == "news@example.org" for m in messages)
+    if isinstance(relay.handler, PipeliningHandler):  # messages went with the next envelope
+        assert relay.handler.messages_ahead > 0
 
 
 def test_enqueueing_again_creates_nothing_and_resends_nothing(
@@ -104,19 +108,19 @@ def test_a_segment_narrows_the_readers(
 
 
 def test_a_reader_who_unsubscribes_mid_campaign_gets_nothing_more(
-    database: Database, smtp_server, settings_for: Callable[..., Settings]
+    database: Database, relay: SmtpServer, settings_for: Callable[..., Settings]
 ) -> None:
     ids = add_readers(database, 300)
     enqueue(database, MESSAGE)
     stop = threading.Event()
-    settings = settings_for(database, smtp_server.url, send_rate=300, send_concurrency=2)
+    settings = settings_for(database, relay.url, send_rate=300, send_concurrency=2)
     worker = threading.Thread(
         target=run_worker,
         args=(settings, database, make_render()),
         kwargs={"stop_event": stop, "options": FAST},
     )
     worker.start()
-    smtp_server.wait_for(lambda messages: len(messages) >= 50)
+    relay.wait_for(lambda messages: len(messages) >= 50)
     # The last readers' deliveries are claimed (queued in the worker) by now: the status is
     # read again right before SMTP, so the change still stops them.
     late = ids[-100:]
@@ -124,11 +128,11 @@ def test_a_reader_who_unsubscribes_mid_campaign_gets_nothing_more(
         session.execute(
             update(Subscriber).where(Subscriber.id.in_(late)).values(status=Status.UNSUBSCRIBED)
         )
-    unsubscribed_at = len(smtp_server.messages)
+    unsubscribed_at = len(relay.messages)
     worker.join(timeout=60)
     assert not worker.is_alive()
 
-    received = {m.rcpt_tos[0] for m in smtp_server.messages}
+    received = {m.rcpt_tos[0] for m in relay.messages}
     late_addresses = {reader_address(n) for n in range(200, 300)}
     assert not received & late_addresses
     assert unsubscribed_at < 200
@@ -139,7 +143,7 @@ def test_a_reader_who_unsubscribes_mid_campaign_gets_nothing_more(
 
 
 def test_erased_and_bounced_readers_are_skipped(
-    database: Database, smtp_server, settings_for: Callable[..., Settings]
+    database: Database, relay: SmtpServer, settings_for: Callable[..., Settings]
 ) -> None:
     ids = add_readers(database, 4)
     enqueue(database, MESSAGE)
@@ -147,9 +151,9 @@ def test_erased_and_bounced_readers_are_skipped(
         session.execute(update(Subscriber).where(Subscriber.id == ids[0]).values(status="bounced"))
         session.delete(session.get(Subscriber, ids[1]))
 
-    send_all(settings_for(database, smtp_server.url), database)
+    send_all(settings_for(database, relay.url), database)
 
-    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+    assert sorted(m.rcpt_tos[0] for m in relay.messages) == [
         reader_address(2),
         reader_address(3),
     ]
@@ -159,17 +163,17 @@ def test_erased_and_bounced_readers_are_skipped(
 
 
 def test_the_rate_limit_holds(
-    sqlite_database: Database, smtp_server, settings_for: Callable[..., Settings]
+    sqlite_database: Database, relay: SmtpServer, settings_for: Callable[..., Settings]
 ) -> None:
     add_readers(sqlite_database, 60)
     enqueue(sqlite_database, MESSAGE)
-    settings = settings_for(sqlite_database, smtp_server.url, send_rate=40, send_concurrency=4)
+    settings = settings_for(sqlite_database, relay.url, send_rate=40, send_concurrency=4)
 
     started = time.monotonic()
     send_all(settings, sqlite_database)
     elapsed = time.monotonic() - started
 
-    assert len(smtp_server.messages) == 60
+    assert len(relay.messages) == 60
     # 60 messages at 40 a second take at least 59 intervals of 25 ms.
     assert elapsed >= 59 / 40
 
