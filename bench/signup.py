@@ -120,8 +120,17 @@ class Sink:
         self.port = free_port()
         terminal, sink_side = pty.openpty()
         self.process = subprocess.Popen(
-            ["taskset", "-c", "1", "smtp-sink", "-c", "-u", "nobody"]
-            + [f"127.0.0.1:{self.port}", "1000"],
+            [
+                "taskset",
+                "-c",
+                "1",
+                "smtp-sink",
+                "-c",
+                "-u",
+                "nobody",
+                f"127.0.0.1:{self.port}",
+                "1000",
+            ],
             stdout=sink_side,
             stderr=subprocess.DEVNULL,
         )
