@@ -20,6 +20,7 @@ from newsletter.db import utcnow
 from newsletter.driver_sql import DriverStatement
 from newsletter.errors import NotFoundError, TokenError, ValidationError
 from subscribers.addresses import address_hash, normalise_address
+from subscribers.events import SubscriberEvents
 from subscribers.models import (
     Consent,
     Status,
@@ -193,6 +194,16 @@ def signup(
     elif existing.status != Status.PENDING:
         return SignupOutcome(subscriber_id, False)
     return SignupOutcome(subscriber_id, _claim_confirmation_slot(session, subscriber_id, now))
+
+
+def signup_and_request_confirmation(
+    session: Session, request: SignupRequest, events: SubscriberEvents
+) -> SignupOutcome:
+    """``signup``, and in the same transaction the confirmation email when one is due."""
+    outcome = signup(session, request)
+    if outcome.send_confirmation and outcome.subscriber_id is not None:
+        events.confirmation_requested(session, outcome.subscriber_id)
+    return outcome
 
 
 def _insert_pending(
