@@ -51,9 +51,7 @@ def serve(
             port,
         )
     app = create_app(settings, database)
-    background = (
-        _start_clock_and_sender(settings, database, due_work, should_run) if with_worker else None
-    )
+    background = _ClockAndSender(settings, database, due_work, should_run) if with_worker else None
     try:
         # No access log: it would write every reader's IP address at info level.
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
@@ -88,16 +86,10 @@ class _ClockAndSender:
         self.sender.start()
 
     def stop(self) -> None:
+        # The sender first: its last commits and its farewell need the database, and stopping
+        # the clock disposes of the engine it shares (APScheduler's job store closes it); a
+        # sender still at work while that happened could wait on the pool for two minutes.
         self.stop_event.set()
-        self.clock.stop()
         self.sender.join(timeout=60)
+        self.clock.stop()
         self.render.close()
-
-
-def _start_clock_and_sender(
-    settings: Settings,
-    database: Database,
-    due_work: Sequence[DueWork],
-    should_run: Callable[[], bool],
-) -> _ClockAndSender:
-    return _ClockAndSender(settings, database, due_work, should_run)
