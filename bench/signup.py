@@ -197,6 +197,17 @@ def newsletter(*args: str, cpu: int, env: dict[str, str], log: Path) -> subproce
         )
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C, as an operator stops it; a process still there after 60 s is killed and named."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise SystemExit(f"{process.args!r} did not stop on Ctrl-C") from None
+
+
 def run(setup: str, requests: int, concurrency: int, send_rate: float) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-signup-{setup}-"))
     (workdir / "report.pdf").write_bytes(b"%PDF-1.4 benchmark stand-in")
@@ -245,11 +256,12 @@ def run(setup: str, requests: int, concurrency: int, send_rate: float) -> Result
         server_cpu = cpu_seconds(server.pid) - server_before
         worker_cpu = cpu_seconds(worker.pid) - worker_before if worker else 0.0
     finally:
-        for process in (server, worker):
-            if process is not None:
-                process.send_signal(signal.SIGINT)
-                process.wait(60)
-        sink.stop()
+        try:
+            for process in (server, worker):
+                if process is not None:
+                    stop(process)
+        finally:
+            sink.stop()
     latencies.sort()
     return Result(
         setup=setup,
