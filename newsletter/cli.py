@@ -84,6 +84,12 @@ def db_upgrade() -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
+    worker: bool = typer.Option(
+        True,
+        "--worker/--no-worker",
+        help="Also run the clock and the sender in this process; --no-worker serves the web app "
+        "alone, for a `newsletter worker` running as a process of its own.",
+    ),
 ) -> None:
     """Run the web app, the scheduler and the sender in one process."""
     from newsletter.server import serve as run_server
@@ -96,6 +102,7 @@ def serve(
         port=port,
         due_work=scheduler_cli.DUE_WORK,
         should_run=scheduler_cli.should_run_clock(),
+        with_worker=worker,
     )
 
 

@@ -32,10 +32,11 @@ from sqlalchemy.orm import Session
 from campaigns.content import system_email
 from campaigns.sequence import load_sequence
 from newsletter.db import utcnow
+from newsletter.driver_sql import DriverStatement
 from newsletter.errors import NotFoundError
 from newsletter.settings import Settings
 from scheduler import sequences
-from scheduler.deliveries import ClaimedDelivery, Delivery, Recipient, State, _insert, enqueue_one
+from scheduler.deliveries import ClaimedDelivery, Delivery, Recipient, State, _insert
 from scheduler.worker import Render
 from subscribers.tokens import Purpose, signed_url
 from templates import Content, Links, Reader, render
@@ -63,12 +64,32 @@ def _confirmations_so_far(session: Session, subscriber_ids: Sequence[int]) -> di
     return {int(reader): int(count) for reader, count in rows}
 
 
-def request_confirmation(session: Session, subscriber_id: int) -> str:
-    """Queue a confirmation email for a pending reader, in the caller's transaction; its key."""
-    number = _confirmations_so_far(session, [subscriber_id]).get(subscriber_id, 0) + 1
-    key = confirmation_key(number)
-    enqueue_one(session, key, subscriber_id)
-    return key
+# One statement per signup (it runs in every signup's transaction): the reader's next
+# confirmation number is counted and its delivery queued together.
+QUEUE_NEXT_CONFIRMATION = DriverStatement(
+    """INSERT INTO deliveries
+         (message, subscriber_id, state, attempts, uncertain_count, next_attempt_at, created_at)
+       SELECT CAST(:prefix AS VARCHAR(200)) || CAST(COUNT(*) + 1 AS VARCHAR(20)),
+              :subscriber_id, :queued, 0, 0, :now, :now
+       FROM deliveries
+       WHERE subscriber_id = :subscriber_id AND message LIKE :pattern
+       ON CONFLICT DO NOTHING""",
+    times=("now",),
+)
+
+
+def request_confirmation(session: Session, subscriber_id: int) -> None:
+    """Queue a confirmation email for a pending reader, in the caller's transaction."""
+    QUEUE_NEXT_CONFIRMATION.run(
+        session,
+        {
+            "prefix": f"{CONFIRMATION}:",
+            "pattern": f"{CONFIRMATION}:%",
+            "subscriber_id": subscriber_id,
+            "queued": State.QUEUED.value,
+            "now": utcnow(),
+        },
+    )
 
 
 def request_confirmations(

@@ -13,12 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.db import UTCDateTime, utcnow
+from newsletter.db import utcnow
+from newsletter.driver_sql import DriverStatement
 from newsletter.errors import NotFoundError, TokenError, ValidationError
 from subscribers.addresses import address_hash, normalise_address
+from subscribers.events import SubscriberEvents
 from subscribers.models import (
     Consent,
     Status,
@@ -131,28 +133,36 @@ def _valid_zone(zone: str, errors: dict[str, str]) -> str | None:
     return zone
 
 
-# The hot path of every signup: named, parameterised statements, compiled once, no ORM flush.
-SUPPRESSED = text("SELECT 1 FROM suppressions WHERE address_hash = :hash")
-INSERT_PENDING = text(
+# The hot path of every signup: named, parameterised statements compiled once and run on the
+# driver's cursor (see ``newsletter.driver_sql``). A new reader costs three INSERTs: the reader
+# (unless erased; with the confirmation slot taken at once), the status change and the consent.
+INSERT_PENDING = DriverStatement(
     """INSERT INTO subscribers
-         (email, "key", name, status, attributes, timezone, form, created_at, status_changed_at)
-       VALUES (:email, :key, :name, 'pending', '{}', :timezone, :form, :now, :now)
+         (email, "key", name, status, attributes, timezone, form, created_at, status_changed_at,
+          confirmation_sent_at)
+       SELECT :email, :key, :name, 'pending', '{}', :timezone, :form, :now, :now, :now
+       WHERE NOT EXISTS (SELECT 1 FROM suppressions WHERE address_hash = :hash)
        ON CONFLICT (email) DO NOTHING
-       RETURNING id"""
-).bindparams(bindparam("now", type_=UTCDateTime()))
-INSERT_SIGNUP_CHANGE = text(
+       RETURNING id""",
+    times=("now",),
+)
+INSERT_SIGNUP_CHANGE = DriverStatement(
     """INSERT INTO status_changes (subscriber_id, old_status, new_status, source, at)
-       VALUES (:subscriber_id, NULL, 'pending', :source, :now)"""
-).bindparams(bindparam("now", type_=UTCDateTime()))
-INSERT_SIGNUP_CONSENT = text(
+       VALUES (:subscriber_id, NULL, 'pending', :source, :now)""",
+    times=("now",),
+)
+INSERT_SIGNUP_CONSENT = DriverStatement(
     """INSERT INTO consents (subscriber_id, kind, at, form, ip, user_agent, consent_text)
-       VALUES (:subscriber_id, 'signup', :now, :form, :ip, :user_agent, :consent_text)"""
-).bindparams(bindparam("now", type_=UTCDateTime()))
-CLAIM_CONFIRMATION_SLOT = text(
+       VALUES (:subscriber_id, 'signup', :now, :form, :ip, :user_agent, :consent_text)""",
+    times=("now",),
+)
+SUPPRESSED = DriverStatement("SELECT 1 FROM suppressions WHERE address_hash = :hash")
+CLAIM_CONFIRMATION_SLOT = DriverStatement(
     """UPDATE subscribers SET confirmation_sent_at = :now
        WHERE id = :subscriber_id AND status = 'pending'
-         AND (confirmation_sent_at IS NULL OR confirmation_sent_at <= :cutoff)"""
-).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("cutoff", type_=UTCDateTime()))
+         AND (confirmation_sent_at IS NULL OR confirmation_sent_at <= :cutoff)""",
+    times=("now", "cutoff"),
+)
 
 
 def signup(
@@ -164,31 +174,44 @@ def signup(
     subscribe again, through confirmation). An erased address is never added back.
     """
     now = now or utcnow()
-    connection = session.connection()
-    if connection.execute(SUPPRESSED, {"hash": address_hash(request.email)}).first():
+    digest = address_hash(request.email)
+    subscriber_id = _insert_pending(session, request, digest, now)
+    if subscriber_id is not None:
+        # A new reader: their first confirmation slot was taken by the INSERT itself.
+        return SignupOutcome(subscriber_id, True)
+    if SUPPRESSED.first_value(session, {"hash": digest}) is not None:
         return SignupOutcome(None, False)
-    subscriber_id = _insert_pending(session, request, now)
-    if subscriber_id is None:
-        existing = session.scalars(
-            select(Subscriber).where(Subscriber.email == request.email).with_for_update()
-        ).one()
-        subscriber_id = existing.id
-        if existing.status == Status.UNSUBSCRIBED:
-            change_status(session, existing, Status.PENDING, "signup:resubscribe", now)
-            session.add(
-                Consent(subscriber_id=subscriber_id, kind="signup", at=now, **_evidence(request))
-            )
-            session.flush()
-        elif existing.status != Status.PENDING:
-            return SignupOutcome(subscriber_id, False)
+    existing = session.scalars(
+        select(Subscriber).where(Subscriber.email == request.email).with_for_update()
+    ).one()
+    subscriber_id = existing.id
+    if existing.status == Status.UNSUBSCRIBED:
+        change_status(session, existing, Status.PENDING, "signup:resubscribe", now)
+        session.add(
+            Consent(subscriber_id=subscriber_id, kind="signup", at=now, **_evidence(request))
+        )
+        session.flush()
+    elif existing.status != Status.PENDING:
+        return SignupOutcome(subscriber_id, False)
     return SignupOutcome(subscriber_id, _claim_confirmation_slot(session, subscriber_id, now))
 
 
-def _insert_pending(session: Session, request: SignupRequest, now: datetime) -> int | None:
-    """Insert the reader unless the address exists; its id when inserted, else None."""
-    connection = session.connection()
-    subscriber_id = connection.execute(
-        INSERT_PENDING,
+def signup_and_request_confirmation(
+    session: Session, request: SignupRequest, events: SubscriberEvents
+) -> SignupOutcome:
+    """``signup``, and in the same transaction the confirmation email when one is due."""
+    outcome = signup(session, request)
+    if outcome.send_confirmation and outcome.subscriber_id is not None:
+        events.confirmation_requested(session, outcome.subscriber_id)
+    return outcome
+
+
+def _insert_pending(
+    session: Session, request: SignupRequest, digest: str, now: datetime
+) -> int | None:
+    """Insert the reader unless the address exists or was erased; its id when inserted."""
+    subscriber_id = INSERT_PENDING.first_value(
+        session,
         {
             "email": request.email,
             "key": new_subscriber_key(),
@@ -196,17 +219,17 @@ def _insert_pending(session: Session, request: SignupRequest, now: datetime) -> 
             "timezone": request.timezone,
             "form": request.form,
             "now": now,
+            "hash": digest,
         },
-    ).scalar()
+    )
     if subscriber_id is None:
         return None
     source = f"signup:{request.form or 'default'}"
-    connection.execute(
-        INSERT_SIGNUP_CHANGE, {"subscriber_id": subscriber_id, "source": source, "now": now}
+    INSERT_SIGNUP_CHANGE.run(
+        session, {"subscriber_id": subscriber_id, "source": source, "now": now}
     )
-    connection.execute(
-        INSERT_SIGNUP_CONSENT,
-        {"subscriber_id": subscriber_id, "now": now, **_evidence(request)},
+    INSERT_SIGNUP_CONSENT.run(
+        session, {"subscriber_id": subscriber_id, "now": now, **_evidence(request)}
     )
     return int(subscriber_id)
 
@@ -222,11 +245,11 @@ def _evidence(request: SignupRequest) -> dict[str, Any]:
 
 def _claim_confirmation_slot(session: Session, subscriber_id: int, now: datetime) -> bool:
     """Atomically take the right to send a confirmation now; at most one per interval."""
-    result = session.connection().execute(
-        CLAIM_CONFIRMATION_SLOT,
+    changed = CLAIM_CONFIRMATION_SLOT.run(
+        session,
         {"subscriber_id": subscriber_id, "now": now, "cutoff": now - CONFIRMATION_INTERVAL},
     )
-    return bool(result.rowcount == 1)
+    return changed == 1
 
 
 def change_status(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from newsletter.settings import Settings
 from subscribers import signup as flow
 from subscribers.events import SubscriberEvents
 from subscribers.ratelimit import SignupLimiter
+from subscribers.signup_writer import SignupWriter
 from subscribers.tokens import Purpose, read_token, signed_url
 
 PAGES = Environment(
@@ -134,8 +137,23 @@ def linked_reader_key(request: Request, purpose: Purpose, token: str) -> str:
 
 def create_router(settings: Settings) -> APIRouter:
     """The reader's routes, with this process's signup limiter."""
-    router = APIRouter(tags=["subscribers"])
+    writers: list[SignupWriter] = []
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        yield
+        while writers:
+            writers.pop().close()
+
+    router = APIRouter(tags=["subscribers"], lifespan=lifespan)
     limiter = SignupLimiter(settings.signup_limit)
+
+    def signup_writer(request: Request) -> SignupWriter:
+        """This app's writer, started with its first signup (one per app: tests run several)."""
+        if not writers:
+            database, _secret, events = state(request)
+            writers.append(SignupWriter(database, events))
+        return writers[0]
 
     def state(request: Request) -> tuple[Database, str, SubscriberEvents]:
         app_state = request.app.state
@@ -185,7 +203,6 @@ def create_router(settings: Settings) -> APIRouter:
             fields, wants_json = await read_fields(request)
         except BadBody as error:
             return JSONResponse({"error": error.message}, status_code=error.status_code)
-        database, _secret, events = state(request)
         client = client_address(request, settings.trusted_proxies)
         try:
             signup_request = flow.parse_signup(
@@ -205,7 +222,7 @@ def create_router(settings: Settings) -> APIRouter:
             return form_page(429, fields, {"form_error": message})
         # A filled honeypot is a bot: answer as if all went well, and keep nothing.
         if not fields.get("website"):
-            await run_in_threadpool(_record_signup, database, signup_request, events)
+            await signup_writer(request).signup(signup_request)
         if wants_json:
             return JSONResponse(
                 {"status": "accepted", "message": "Check your inbox to confirm."}, status_code=202
@@ -349,17 +366,6 @@ def create_router(settings: Settings) -> APIRouter:
         return _report_response(settings)
 
     return router
-
-
-def _record_signup(
-    database: Database, request: flow.SignupRequest, events: SubscriberEvents
-) -> flow.SignupOutcome:
-    """Store the signup and, in the same transaction, ask for its confirmation email."""
-    with database.session() as session:
-        outcome = flow.signup(session, request)
-        if outcome.send_confirmation and outcome.subscriber_id is not None:
-            events.confirmation_requested(session, outcome.subscriber_id)
-        return outcome
 
 
 def _report_response(settings: Settings) -> Response:
