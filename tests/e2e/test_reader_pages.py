@@ -74,8 +74,10 @@ def test_the_embeddable_form_subscribes_from_another_page(page: Page, reader_sit
     page.get_by_label("Email address").fill("embedded@example.org")
     page.get_by_role("button", name="Send me the free report").click()
     expect(page.get_by_role("heading", name="Check your inbox")).to_be_visible()
+    browser_zone = page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone")
     reader = reader_site.subscriber("embedded@example.org")
     assert reader is not None and reader.form == "embed"
+    assert reader.timezone == browser_zone  # the snippet sends the reader's zone too
 
 
 def test_a_broken_link_explains_itself_and_leads_back_to_the_form(
