@@ -427,7 +427,15 @@ def test_reader_keys_are_unique_unguessable_url_safe_and_fit_the_column() -> Non
     keys = list(itertools.islice(importer._keys(batch=16), 1000))
 
     assert len(set(keys)) == 1000
-    assert all(re.fullmatch(r"[A-Za-z0-9_-]{24}", key) for key in keys)
+    assert all(re.fullmatch(r"[0-9a-f]{8}[A-Za-z0-9_-]{24}", key) for key in keys)
+    assert max(map(len, keys)) <= Subscriber.__table__.c.key.type.length
+    assert len({key[8:] for key in keys}) == 1000  # the random part alone tells them apart
+
+
+def test_reader_keys_of_an_import_sort_in_the_order_they_are_made() -> None:
+    keys = list(itertools.islice(importer._keys(batch=16), 1000))
+
+    assert keys == sorted(keys)
 
 
 @given(st.dictionaries(st.text(), st.text(), max_size=5))
