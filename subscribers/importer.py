@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import csv
 import gc
+import json
 import multiprocessing
 import queue
 import re
@@ -54,17 +55,20 @@ from sqlalchemy import (
     Dialect,
     Executable,
     Integer,
-    Select,
     String,
     Text,
+    TextClause,
     bindparam,
     func,
     insert,
     literal,
     null,
     select,
+    text,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.types import TypeEngine
 
 from newsletter.db import Database, UTCDateTime, utcnow
 from newsletter.errors import ImportRowError, ValidationError
@@ -367,27 +371,16 @@ def _records(lines: _Lines) -> Iterator[tuple[int, list[str] | str]]:
 
 # ---------------------------------------------------------------- writing
 
-# The readers of a chunk are written with one ``executemany`` of plain tuples at the driver
-# (SQLAlchemy's per-parameter processing cost more than the database itself), and their history
-# and consent with set-based ``INSERT … SELECT`` statements. The readers this import created are
-# told apart by what only they carry: an id above the chunk's watermark, this import's instant and
-# its source. A concurrent signup of the same address wins (ON CONFLICT DO NOTHING) and is left
-# alone. On SQLite the import holds the only write lock while a transaction is open, so the new
-# readers take the ids after the watermark in file order: when the counts show that they did, the
-# chunk needs no query to learn its ids.
-_READER_COLUMNS = (
-    "email",
-    "key",
-    "name",
-    "status",
-    "attributes",
-    "timezone",
-    "form",
-    "created_at",
-    "status_changed_at",
-    "confirmed_at",
-    "confirmation_sent_at",
-)
+# Each chunk reaches the database as two strings of JSON, its readers and its tags, which the
+# database itself unpacks (``json_each`` on SQLite, ``json_array_elements`` on PostgreSQL) in one
+# ``INSERT … SELECT`` each: no Python object per reader in this process, no parameter bound per
+# value. What is the same for every reader of the import (status, source, times) is bound once.
+# The history and consent follow with set-based ``INSERT … SELECT`` statements too. The readers
+# this import created are told apart by what only they carry: an id above the chunk's watermark,
+# this import's instant and its source. A concurrent signup of the same address wins (ON CONFLICT
+# DO NOTHING) and is left alone.
+READER_FIELDS = ("email", "key", "name", "attributes", "timezone")  # each reader's JSON array
+_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
 @dataclass(frozen=True)
@@ -398,6 +391,16 @@ class _Batch:
     form: str
     now: datetime
     consent_text: str
+
+    def parameters(self) -> dict[str, Any]:
+        confirmed = self.status is Status.CONFIRMED
+        return {
+            "status": self.status.value,
+            "form": self.form,
+            "now": self.now,
+            "confirmed_at": self.now if confirmed else None,
+            "sent_at": None if confirmed else self.now,
+        }
 
 
 class _Writer:
@@ -413,22 +416,12 @@ class _Writer:
         self.connection = connection
         self.batch = batch
         self.events = events
-        dialect = connection.dialect
-        self.sqlite = dialect.name == "sqlite"
-        marker = "?" if dialect.paramstyle == "qmark" else "%s"
-        self.insert_readers = (
-            f"INSERT INTO {Subscriber.__tablename__} "
-            f"({', '.join(dialect.identifier_preparer.quote(c) for c in _READER_COLUMNS)}) "
-            f"VALUES ({', '.join([marker] * len(_READER_COLUMNS))}) ON CONFLICT DO NOTHING"
-        )
-        self.insert_tags = (
-            f"INSERT INTO {SubscriberTag.__tablename__} (subscriber_id, tag) "
-            f"VALUES ({marker}, {marker})"
-        )
+        self.sqlite = connection.dialect.name == "sqlite"
         if self.sqlite:
             # A larger page cache for this connection while it writes: index pages stay in memory.
             self._pragma(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
-        self.statements = _Statements(batch)
+        self.statements = _Statements(batch, connection.dialect)
+        self.constants = batch.parameters()
         self.max_id = select(func.coalesce(func.max(Subscriber.id), 0))
         self.watermark = 0
         self.check_suppressions = False
@@ -457,57 +450,63 @@ class _Writer:
 
     def write(self, chunk: _Chunk, summary: ImportSummary) -> None:
         """Insert the chunk's new readers with their history, consent and tags."""
-        readers, tags = chunk.readers, chunk.tags
         if self.check_suppressions:
-            readers, tags = self._drop_suppressed(readers, tags, summary)
-        if not readers:
+            self._drop_suppressed(chunk, summary)
+        if not chunk.count:
             return
-        connection = self.connection
-        inserted = connection.exec_driver_sql(self.insert_readers, readers).rowcount
-        ids = self._new_ids(readers, inserted)
-        created = sum(new_id is not None for new_id in ids) if ids is not None else inserted
-        summary.imported += created
-        if ids is not None and created < len(readers):
-            self._count_present(
-                [r[0] for r, new_id in zip(readers, ids, strict=True) if new_id is None], summary
-            )
-        if not created:
-            return
-        since = {"watermark": self.watermark}
-        for statement in self.statements.dependants:
-            connection.execute(statement, since)
-        first = self.watermark + 1
-        if ids is None:  # every reader of the chunk is new, with the ids after the watermark
-            new_tags = [(first + index, tag) for index, tag in tags]
+        connection, statements = self.connection, self.statements
+        ours = {**self.constants, "watermark": self.watermark}
+        created = connection.execute(statements.insert_readers, {**ours, "readers": chunk.readers})
+        created_all = created.rowcount == chunk.count
+        summary.imported += created.rowcount
+        if not created_all:
+            self._count_present(chunk, ours, summary)
+        if created.rowcount:
+            for statement in statements.dependants:
+                connection.execute(statement, ours)
+            if chunk.tags != "[]":
+                tag_statement = statements.insert_tags
+                if created_all and statements.insert_tags_in_order is not None:
+                    tag_statement = statements.insert_tags_in_order
+                connection.execute(tag_statement, {**ours, "tags": chunk.tags})
             if self.events is not None:
-                self.new_ids.extend(range(first, first + created))
-            self.watermark += created
-        else:
-            new_tags = [(new_id, tag) for index, tag in tags if (new_id := ids[index]) is not None]
-            created_ids = sorted(new_id for new_id in ids if new_id is not None)
-            if self.events is not None:
-                self.new_ids.extend(created_ids)
-            self.watermark = created_ids[-1]
-        if new_tags:
-            connection.exec_driver_sql(self.insert_tags, new_tags)
-
-    def _new_ids(self, readers: list[tuple[Any, ...]], inserted: int) -> list[int | None] | None:
-        """Each reader's new id (None: the store had the address), or None when all are new.
-
-        On SQLite, with the write lock held, all readers are new and numbered in file order when
-        every row was inserted and the largest id grew by exactly that many.
-        """
-        connection = self.connection
-        if (
-            self.sqlite
-            and inserted == len(readers)
-            and connection.scalar(self.max_id) == self.watermark + inserted
-        ):
-            return None
-        created = dict(
-            connection.execute(self.statements.created, {"watermark": self.watermark}).all()
+                self.new_ids.extend(connection.scalars(statements.created, ours))
+        # On SQLite the chunk had the ids up to watermark + count to itself (gaps are harmless).
+        self.watermark = (
+            self.watermark + chunk.count if self.sqlite else connection.scalar(self.max_id) or 0
         )
-        return [created.get(reader[0]) for reader in readers]
+
+    def _count_present(self, chunk: _Chunk, ours: dict[str, Any], summary: ImportSummary) -> None:
+        """Sort addresses the store already had from those repeated earlier in this file."""
+        found = self.connection.execute(self.statements.present, {**ours, "readers": chunk.readers})
+        for status, this_import, readers in found:
+            # This import stamps every reader it creates with its own instant and source.
+            if this_import:
+                summary.repeated += readers
+            else:
+                summary.already_present += readers
+                if status in SUPPRESSED_STATUSES:
+                    summary.left_unsubscribed += readers
+
+    def _drop_suppressed(self, chunk: _Chunk, summary: ImportSummary) -> None:
+        """Take erased addresses out of the chunk (rare: only once someone has been erased)."""
+        readers: list[list[Any]] = json.loads(chunk.readers)
+        by_hash = {address_hash(reader[0]): reader[0] for reader in readers}
+        erased = self.connection.scalars(
+            select(Suppression.address_hash).where(Suppression.address_hash.in_(list(by_hash)))
+        ).all()
+        if not erased:
+            return
+        summary.suppressed += len(erased)
+        dropped = {by_hash[hash_] for hash_ in erased}
+        kept = [reader for reader in readers if reader[0] not in dropped]
+        position = {reader[0]: index for index, reader in enumerate(kept)}
+        tags = [
+            (position[email], email, tag)
+            for _, email, tag in json.loads(chunk.tags)
+            if email not in dropped
+        ]
+        chunk.readers, chunk.tags, chunk.count = _to_json(kept), _to_json(tags), len(kept)
 
     def let_others_write(self) -> None:
         """Between two transactions on SQLite, leave the write lock free long enough for a signup.
@@ -530,58 +529,105 @@ class _Writer:
         finally:
             cursor.close()
 
-    def _count_present(self, emails: list[str], summary: ImportSummary) -> None:
-        """Sort addresses the store already had from those repeated earlier in this file."""
-        found = self.connection.execute(
-            select(Subscriber.status, Subscriber.created_at, Subscriber.form).where(
-                Subscriber.email.in_(emails)
-            )
-        )
-        for status, created_at, form in found:
-            # This import stamps every reader it creates with its own instant and source.
-            if created_at == self.batch.now and form == self.batch.form:
-                summary.repeated += 1
-            else:
-                summary.already_present += 1
-                if status in SUPPRESSED_STATUSES:
-                    summary.left_unsubscribed += 1
 
-    def _drop_suppressed(
-        self, readers: list[tuple[Any, ...]], tags: list[tuple[int, str]], summary: ImportSummary
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[int, str]]]:
-        by_hash = {address_hash(reader[0]): reader[0] for reader in readers}
-        erased = self.connection.scalars(
-            select(Suppression.address_hash).where(Suppression.address_hash.in_(list(by_hash)))
-        ).all()
-        if not erased:
-            return readers, tags
-        summary.suppressed += len(erased)
-        dropped = {by_hash[hash_] for hash_ in erased}
-        kept = [index for index, reader in enumerate(readers) if reader[0] not in dropped]
-        position = {old: new for new, old in enumerate(kept)}  # tags point at the kept readers
-        return (
-            [readers[index] for index in kept],
-            [(position[index], tag) for index, tag in tags if index in position],
-        )
+_PARAMETER_TYPES: dict[str, TypeEngine[Any]] = {
+    "now": UTCDateTime(),
+    "confirmed_at": UTCDateTime(),
+    "sent_at": UTCDateTime(),
+    "watermark": Integer(),
+}
+
+
+def _typed_text(statement: str) -> TextClause:
+    """A textual statement whose times and watermark parameters are bound with their types."""
+    types: list[BindParameter[Any]] = [
+        bindparam(name, type_=type_)
+        for name, type_ in _PARAMETER_TYPES.items()
+        if f":{name}" in statement
+    ]
+    return text(statement).bindparams(*types)
 
 
 class _Statements:
-    """The statements that find a chunk's new readers and write their history and consent."""
+    """The statements that write a chunk, for the connection's database."""
 
-    def __init__(self, batch: _Batch) -> None:
+    def __init__(self, batch: _Batch, dialect: Dialect) -> None:
+        sqlite = dialect.name == "sqlite"
+
+        def elements(parameter: str) -> str:
+            """A JSON array parameter as rows with one column, ``value``."""
+            if sqlite:
+                return f"json_each(:{parameter})"
+            return f"json_array_elements(CAST(:{parameter} AS json))"
+
+        column = {name: f"r.value->>{index}" for index, name in enumerate(READER_FIELDS)}
+        if not sqlite:  # SQLite keeps JSON as text; PostgreSQL's column wants the type
+            column["attributes"] = f"CAST({column['attributes']} AS json)"
+        subscribers, tags = Subscriber.__tablename__, SubscriberTag.__tablename__
+        mine = "s.created_at = :now AND s.form = :form"
+        ours = f"s.id > :watermark AND {mine}"
+        # On SQLite the import holds the only write lock while its transaction is open, so it
+        # numbers the readers itself: the reader at index i of a chunk gets the id watermark + 1 + i
+        # (json_each's ``key`` is the index), and its tags find it by that id, not by address.
+        new_id = ":watermark + 1 + r.key" if sqlite else None
+        # ``WHERE true``: SQLite needs a WHERE before the ON CONFLICT of an INSERT … SELECT.
+        self.insert_readers = _typed_text(
+            f'INSERT INTO {subscribers} ({"id, " if new_id else ""}email, "key", name, status, '
+            "attributes, timezone, form, created_at, status_changed_at, confirmed_at, "
+            f"confirmation_sent_at) SELECT {new_id + ', ' if new_id else ''}{column['email']}, "
+            f"{column['key']}, {column['name']}, :status, {column['attributes']}, "
+            f"{column['timezone']}, :form, :now, :now, :confirmed_at, :sent_at "
+            f"FROM {elements('readers')} AS r WHERE true ON CONFLICT DO NOTHING"
+        )
+        # The readers the store already had: on SQLite, those whose id stayed free (a cheap look-up
+        # by id first, CROSS JOIN keeping that order, then one by address for those few).
+        self.present = _typed_text(
+            f"SELECT s.status, {mine} AS this_import, count(*) FROM {elements('readers')} AS r "
+            + (
+                f"CROSS JOIN {subscribers} AS s ON s.email = {column['email']} WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {subscribers} AS n WHERE n.id = {new_id}) "
+                if new_id
+                else f"JOIN {subscribers} AS s ON s.email = {column['email']} WHERE NOT ({ours}) "
+            )
+            + f"GROUP BY s.status, {mine}"
+        )
+        tag_id = ":watermark + 1 + (r.value->>0)"
+        self.insert_tags_in_order = (
+            _typed_text(
+                f"INSERT INTO {tags} (subscriber_id, tag) "
+                f"SELECT {tag_id}, r.value->>2 FROM {elements('tags')} AS r"
+            )
+            if new_id
+            else None
+        )
+        self.insert_tags = _typed_text(
+            f"INSERT INTO {tags} (subscriber_id, tag) "
+            + (
+                f"SELECT {tag_id}, r.value->>2 FROM {elements('tags')} AS r WHERE EXISTS "
+                f"(SELECT 1 FROM {subscribers} AS n WHERE n.id = {tag_id})"
+                if new_id
+                else f"SELECT s.id, r.value->>2 FROM {elements('tags')} AS r "
+                f"JOIN {subscribers} AS s ON s.email = r.value->>1 WHERE {ours}"
+            )
+        )
+        self.created = _typed_text(
+            f"SELECT s.id FROM {subscribers} AS s WHERE {ours} ORDER BY s.id"
+        )
+
         watermark = bindparam("watermark", type_=Integer)
         now = literal(batch.now, UTCDateTime())
-        ours = (
+        ours_expression = (
             (Subscriber.id > watermark)
             & (Subscriber.created_at == now)
             & (Subscriber.form == literal(batch.form, String))
         )
-        self.created: Select[str, int] = select(Subscriber.email, Subscriber.id).where(ours)
         status = literal(batch.status.value, String)
         self.dependants: list[Executable] = [
             insert(StatusChange).from_select(
                 ["subscriber_id", "old_status", "new_status", "source", "at"],
-                select(Subscriber.id, null(), status, literal("import", String), now).where(ours),
+                select(Subscriber.id, null(), status, literal("import", String), now).where(
+                    ours_expression
+                ),
             )
         ]
         if batch.status is Status.CONFIRMED:
@@ -594,7 +640,7 @@ class _Statements:
                         now,
                         literal(batch.form, String),
                         literal(batch.consent_text, Text),
-                    ).where(ours),
+                    ).where(ours_expression),
                 )
             )
 
@@ -604,30 +650,14 @@ class _Statements:
 
 @dataclass
 class _Chunk:
-    """A stretch of the file, parsed: readers ready for the driver, their tags, the bad rows."""
+    """A stretch of the file, parsed: its readers and their tags as JSON text, its bad rows."""
 
-    readers: list[tuple[Any, ...]] = field(default_factory=list)  # in _READER_COLUMNS order
-    tags: list[tuple[int, str]] = field(default_factory=list)  # (index in readers, tag)
+    readers: str = "[]"  # [[email, key, name, attributes, timezone], ...] (READER_FIELDS)
+    count: int = 0  # readers in ``readers``
+    tags: str = "[]"  # [[index in readers, email, tag], ...]
     bad: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # (line, errors)
     repeated: int = 0  # rows repeating an address earlier in this chunk
     bytes_read: int = 0
-
-
-def reader_constants(batch: _Batch, dialect: Dialect) -> tuple[Any, ...]:
-    """The driver's form of what every new reader of this import shares, converted once."""
-    # The dialect's own processor: SQLite stores SQLAlchemy's text form, which the equality
-    # test on ``created_at`` compares against (sqlite3's adapter would drop ".000000").
-    to_driver = Subscriber.__table__.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
-    now = to_driver(batch.now) if to_driver else batch.now
-    confirmed = batch.status is Status.CONFIRMED
-    return (
-        batch.status.value,
-        batch.form,
-        now,
-        now,
-        now if confirmed else None,
-        None if confirmed else now,
-    )
 
 
 def _read_header(path: Path) -> _Columns:
@@ -647,11 +677,8 @@ def _read_header(path: Path) -> _Columns:
     return _columns(header[1], path)
 
 
-def _parse_file(
-    path: Path, columns: _Columns, constants: tuple[Any, ...], chunk_rows: int
-) -> Iterator[_Chunk]:
+def _parse_file(path: Path, columns: _Columns, chunk_rows: int) -> Iterator[_Chunk]:
     """The file after its header, in chunks of at most ``chunk_rows`` distinct addresses."""
-    status, form, created_at, changed_at, confirmed_at, sent_at = constants
     reader = _RowReader(columns)
     keys = _keys()
     with path.open("rb") as stream:
@@ -659,6 +686,8 @@ def _parse_file(
         records = _records(lines)
         next(records, None)  # the header, read and checked already
         chunk, seen = _Chunk(), set()
+        readers: list[tuple[str | None, ...]] = []
+        tags: list[tuple[int, str, str]] = []
         for line, record in records:
             if isinstance(record, str):
                 chunk.bad.append((line, {"row": record}))
@@ -675,30 +704,26 @@ def _parse_file(
                 chunk.repeated += 1
                 continue
             seen.add(email)
-            chunk.readers.append(
-                (
-                    email,
-                    next(keys),
-                    row.name,
-                    status,
-                    _json_object(row.attributes) if row.attributes else "{}",
-                    row.timezone,
-                    form,
-                    created_at,
-                    changed_at,
-                    confirmed_at,
-                    sent_at,
-                )
-            )
+            attributes = _json_object(row.attributes) if row.attributes else "{}"
+            readers.append((email, next(keys), row.name, attributes, row.timezone))
             if row.tags:
-                index = len(chunk.readers) - 1
-                chunk.tags.extend((index, tag) for tag in row.tags)
-            if len(chunk.readers) >= chunk_rows:
-                chunk.bytes_read = lines.bytes_read
-                yield chunk
-                chunk, seen = _Chunk(), set()
-        chunk.bytes_read = lines.bytes_read
-        yield chunk
+                index = len(readers) - 1
+                tags.extend((index, email, tag) for tag in row.tags)
+            if len(readers) >= chunk_rows:
+                yield _packed(chunk, readers, tags, lines.bytes_read)
+                chunk, readers, tags, seen = _Chunk(), [], [], set()
+        yield _packed(chunk, readers, tags, lines.bytes_read)
+
+
+def _packed(
+    chunk: _Chunk,
+    readers: list[tuple[str | None, ...]],
+    tags: list[tuple[int, str, str]],
+    bytes_read: int,
+) -> _Chunk:
+    chunk.readers, chunk.count, chunk.tags = _to_json(readers), len(readers), _to_json(tags)
+    chunk.bytes_read = bytes_read
+    return chunk
 
 
 def _keys(batch: int = 4096) -> Iterator[str]:
@@ -726,15 +751,13 @@ def _json_object(attributes: dict[str, str]) -> str:
     return "{" + ", ".join(f"{quote(k)}: {quote(v)}" for k, v in attributes.items()) + "}"
 
 
-def _parse_in_child(
-    path: Path, columns: _Columns, constants: tuple[Any, ...], chunk_rows: int
-) -> Iterator[_Chunk]:
+def _parse_in_child(path: Path, columns: _Columns, chunk_rows: int) -> Iterator[_Chunk]:
     """``_parse_file`` run in a forked process, so that parsing overlaps with writing."""
     context = multiprocessing.get_context("fork")
     chunks: multiprocessing.Queue[_Chunk | str | None] = context.Queue(maxsize=CHILD_QUEUE_CHUNKS)
     child = context.Process(
         target=_child_main,
-        args=(chunks, path, columns, constants, chunk_rows),
+        args=(chunks, path, columns, chunk_rows),
         name="newsletter-import-reader",
         daemon=True,
     )
@@ -764,14 +787,13 @@ def _child_main(
     chunks: multiprocessing.Queue[_Chunk | str | None],
     path: Path,
     columns: _Columns,
-    constants: tuple[Any, ...],
     chunk_rows: int,
 ) -> None:
     gc.disable()  # the parse allocates many small acyclic objects; this process ends with it
     # Ctrl-C reaches the whole process group: the parent rolls back and ends this process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        for chunk in _parse_file(path, columns, constants, chunk_rows):
+        for chunk in _parse_file(path, columns, chunk_rows):
             chunks.put(chunk)
         chunks.put(None)
     except OSError as error:
@@ -816,11 +838,10 @@ def import_csv(
         utcnow(),
         f"Imported from {form}; the marketer stated that these readers had consented.",
     )
-    constants = reader_constants(batch, database.engine.dialect)
     parallel = total >= PARALLEL_MIN_BYTES and "fork" in multiprocessing.get_all_start_methods()
     parse = _parse_in_child if parallel else _parse_file
     summary = ImportSummary()
-    chunks = parse(path, columns, constants, CHUNK_ROWS)
+    chunks = parse(path, columns, CHUNK_ROWS)
     # The writer allocates millions of short-lived, acyclic tuples: the cyclic collector would
     # scan them again and again (a tenth of the writer's time) and find nothing to free.
     collecting = gc.isenabled()
