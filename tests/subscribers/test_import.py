@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -438,11 +437,22 @@ def test_reader_keys_of_an_import_sort_in_the_order_they_are_made() -> None:
     assert keys == sorted(keys)
 
 
-@given(st.dictionaries(st.text(), st.text(), max_size=5))
-def test_attributes_are_stored_as_the_json_that_json_dumps_writes(
-    attributes: dict[str, str],
+def test_attribute_values_with_quotes_backslashes_and_any_script_are_stored_exactly(
+    database: Database, tmp_path: Path
 ) -> None:
-    assert importer._json_object(attributes) == json.dumps(attributes)
+    awkward = ['say "hi"', "C:\\temp\\", "Zoë – 東京 🚀", "{'not': json}", "a,b;c|d", "\\u0041"]
+    rows = "".join(
+        f'r{i}@example.com,"{value.replace(chr(34), chr(34) * 2)}",plain\n'
+        for i, value in enumerate(awkward)
+    )
+    path = write_csv(tmp_path, 'email,Note,Other "quoted" column\n' + rows)
+
+    import_csv(path, "confirmed", database=database)
+
+    stored = readers(database)
+    assert [stored[f"r{i}@example.com"].attributes for i in range(len(awkward))] == [
+        {"Note": value, 'Other "quoted" column': "plain"} for value in awkward
+    ]
 
 
 def test_a_row_that_is_not_valid_csv_is_reported_and_the_rest_imported(
