@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
@@ -225,10 +225,24 @@ def _columns(header: list[str], path: Path) -> _Columns:
     )
 
 
-def _open_text(path: Path) -> TextIO:
-    """The file as text for the csv module. Bytes that are not UTF-8 become lone surrogates
-    (``surrogateescape``), which ``_records`` reports by line: decoding stays in C."""
-    return path.open("r", encoding="utf-8", errors="surrogateescape", newline="")
+class _Lines:
+    """The file's lines as text, counting bytes read and remembering lines that are not UTF-8."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.bytes_read = 0
+        self.line = 0
+        self.bad_lines: set[int] = set()
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self.stream:
+            self.line += 1
+            self.bytes_read += len(raw)
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                self.bad_lines.add(self.line)
+                yield raw.decode("utf-8", "replace")
 
 
 @dataclass
@@ -334,12 +348,11 @@ class _RowReader:
 
 
 NOT_UTF8 = "is not UTF-8 text; save the file as CSV UTF-8"
-_ESCAPED_BYTES = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes not UTF-8
 
 
-def _records(stream: TextIO) -> Iterator[tuple[int, list[str] | str]]:
+def _records(lines: _Lines) -> Iterator[tuple[int, list[str] | str]]:
     """Each CSV record with the line it starts on, or instead what makes it unreadable."""
-    reader = csv.reader(stream, strict=True)
+    reader = csv.reader(lines, strict=True)
     while True:
         start = reader.line_num + 1
         try:
@@ -349,7 +362,7 @@ def _records(stream: TextIO) -> Iterator[tuple[int, list[str] | str]]:
         except csv.Error as error:  # a stray quote or an oversized cell; csv resumes after it
             yield start, f"is not valid CSV ({error})"
             continue
-        if _ESCAPED_BYTES.search("".join(record)):
+        if lines.bad_lines and any(n in lines.bad_lines for n in range(start, reader.line_num + 1)):
             yield start, NOT_UTF8
             continue
         yield start, record
@@ -648,8 +661,8 @@ class _Chunk:
 def _read_header(path: Path) -> _Columns:
     """The file's columns; raises ``ValidationError`` when the file or its header is unusable."""
     try:
-        with _open_text(path) as stream:
-            header = next(_records(stream), None)
+        with path.open("rb") as stream:
+            header = next(_records(_Lines(stream)), None)
     except FileNotFoundError:
         raise ValidationError({"file": f"{path}: no such file"}) from None
     except IsADirectoryError:
@@ -666,8 +679,9 @@ def _parse_file(path: Path, columns: _Columns, chunk_rows: int) -> Iterator[_Chu
     """The file after its header, in chunks of at most ``chunk_rows`` distinct addresses."""
     reader = _RowReader(columns)
     keys = _keys()
-    with _open_text(path) as stream:
-        records = _records(stream)
+    with path.open("rb") as stream:
+        lines = _Lines(stream)
+        records = _records(lines)
         next(records, None)  # the header, read and checked already
         chunk, seen = _Chunk(), set()
         readers: list[tuple[str | dict[str, str] | None, ...]] = []
@@ -693,9 +707,9 @@ def _parse_file(path: Path, columns: _Columns, chunk_rows: int) -> Iterator[_Chu
                 index = len(readers) - 1
                 tags.extend((index, email, tag) for tag in row.tags)
             if len(readers) >= chunk_rows:
-                yield _packed(chunk, readers, tags, stream.buffer.tell())
+                yield _packed(chunk, readers, tags, lines.bytes_read)
                 chunk, readers, tags, seen = _Chunk(), [], [], set()
-        yield _packed(chunk, readers, tags, stream.buffer.tell())
+        yield _packed(chunk, readers, tags, lines.bytes_read)
 
 
 def _packed(
