@@ -8,25 +8,29 @@ What the store already holds wins: an address already present is left exactly as
 status, consent, name and tags), so an import never revives an unsubscribed, bounced or complained
 reader, and an erased address (kept only as a suppression hash) is never added again.
 
-The whole import is one transaction: an interrupted import (a database error, Ctrl-C) stores
-nothing, and running the same file again is harmless. Readers imported as ``pending`` are handed
-to the ``SubscriberEvents`` hook inside the import's transaction, one confirmation email each
-(queued in the deliveries outbox, so they exist exactly when the readers do). The price, on
-SQLite: a signup that arrives during a long import waits for its commit (up to the 60 s busy
-timeout), since SQLite has one writer at a time; PostgreSQL signups proceed alongside, and a
-signup of an address the import also holds wins (ON CONFLICT DO NOTHING).
+An import commits about once a second (``COMMIT_SECONDS``), whole chunks at a time: an
+interrupted import (a database error, Ctrl-C) keeps the chunks committed before it, each reader
+with its history, consent and tags, and running the same file again completes it (what is
+stored is left as it is). Readers imported as ``pending`` are handed to the ``SubscriberEvents``
+hook inside the transaction that creates them, one confirmation email each (queued in the
+deliveries outbox, so they exist exactly when the readers do). On SQLite, which has one writer
+at a time, the import leaves the write lock free for ``SQLITE_PAUSE_SECONDS`` after each commit,
+so a signup that arrives during a long import waits about a second at most, not for the whole
+file; PostgreSQL signups proceed alongside. A signup of an address the import also holds wins
+(ON CONFLICT DO NOTHING).
 
 Addresses are checked for syntax only (no DNS lookups, whatever
 ``NEWSLETTER_CHECK_DELIVERABILITY`` says: a million lookups would take hours).
 
-Speed, measured by ``bench/import.py`` (figures in BENCHMARKS.md), comes from: plain ASCII
-addresses checked by ``fast_normalise()`` instead of email-validator (which accepts every one of
-them and normalises it the same way; ``tests/subscribers/test_import.py`` proves it with
-hypothesis); readers written per chunk with one ``executemany`` of driver-ready tuples and their
-history and consent with set-based ``INSERT … SELECT`` statements (SQLAlchemy's per-parameter
-processing cost more than the database's own work); a forked process that parses a large file
-while this one writes; and everything constant for the import (times, status, source) converted
-once.
+Speed, measured by ``bench/import.py`` (figures in BENCHMARKS.md), comes from: a forked process
+that parses a large file while this one writes; plain ASCII addresses checked by
+``fast_normalise()`` instead of email-validator (which accepts every one of them and normalises
+it the same way; ``tests/subscribers/test_import.py`` proves it with hypothesis); each chunk sent
+to the database as two JSON strings that it unpacks itself, so that this process handles no
+Python object per reader; on SQLite, ids numbered by the import (it holds the write lock), so
+that tags, history and consent are written by id with set-based ``INSERT … SELECT``
+statements; keys that sort in the order they are written; and no cyclic garbage collection
+while writing.
 """
 
 from __future__ import annotations
@@ -559,8 +563,17 @@ class _Statements:
                 return f"json_each(:{parameter})"
             return f"json_array_elements(CAST(:{parameter} AS json))"
 
-        column = {name: f"r.value->>{index}" for index, name in enumerate(READER_FIELDS)}
-        column["attributes"] = "r.value->3"  # an object: stored as the JSON it is
+        def item(index: int) -> str:
+            """Element ``index`` of the array ``r.value``: text, a number, or an object's JSON."""
+            if sqlite:  # json_extract, not ->>: SQLite before 3.38 has no JSON operators
+                return f"json_extract(r.value, '$[{index}]')"
+            return (
+                f"r.value->{index}"
+                if index == READER_FIELDS.index("attributes")
+                else f"r.value->>{index}"
+            )
+
+        column = {name: item(index) for index, name in enumerate(READER_FIELDS)}
         subscribers, tags = Subscriber.__tablename__, SubscriberTag.__tablename__
         mine = "s.created_at = :now AND s.form = :form"
         ours = f"s.id > :watermark AND {mine}"
@@ -589,11 +602,11 @@ class _Statements:
             )
             + f"GROUP BY s.status, {mine}"
         )
-        tag_id = ":watermark + 1 + (r.value->>0)"
+        tag_id = f":watermark + 1 + {item(0)}"
         self.insert_tags_in_order = (
             _typed_text(
                 f"INSERT INTO {tags} (subscriber_id, tag) "
-                f"SELECT {tag_id}, r.value->>2 FROM {elements('tags')} AS r"
+                f"SELECT {tag_id}, {item(2)} FROM {elements('tags')} AS r"
             )
             if new_id
             else None
@@ -601,11 +614,11 @@ class _Statements:
         self.insert_tags = _typed_text(
             f"INSERT INTO {tags} (subscriber_id, tag) "
             + (
-                f"SELECT {tag_id}, r.value->>2 FROM {elements('tags')} AS r WHERE EXISTS "
+                f"SELECT {tag_id}, {item(2)} FROM {elements('tags')} AS r WHERE EXISTS "
                 f"(SELECT 1 FROM {subscribers} AS n WHERE n.id = {tag_id})"
                 if new_id
-                else f"SELECT s.id, r.value->>2 FROM {elements('tags')} AS r "
-                f"JOIN {subscribers} AS s ON s.email = r.value->>1 WHERE {ours}"
+                else f"SELECT s.id, {item(2)} FROM {elements('tags')} AS r "
+                f"JOIN {subscribers} AS s ON s.email = {item(1)} WHERE {ours}"
             )
         )
         self.created = _typed_text(
