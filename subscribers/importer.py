@@ -821,7 +821,9 @@ def import_csv(
 
     ``confirmed`` records the import as each new reader's consent (kind ``import``, form = the
     file name, or ``source``); ``pending`` asks ``events`` for one confirmation email per new
-    reader, inside the import's transaction. Bad rows are passed to ``on_bad_row`` (and the first
+    reader, inside the transaction that stores the reader. The import commits about every
+    ``COMMIT_SECONDS``, whole chunks at a time: if it stops midway, what it committed stays, and
+    running it again completes it. Bad rows are passed to ``on_bad_row`` (and the first
     ``MAX_KEPT_ERRORS`` kept in the summary); ``on_progress(bytes_read, total_bytes)`` is called
     after each chunk. Raises ``ValidationError``, before storing anything, when the status is not
     given, the file cannot be read or its header has no email column. A large file is parsed in
