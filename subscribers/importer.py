@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from sqlalchemy import (
     Connection,
@@ -383,7 +384,11 @@ def _records(lines: _Lines) -> Iterator[tuple[int, list[str] | str]]:
 # this import's instant and its source. A concurrent signup of the same address wins (ON CONFLICT
 # DO NOTHING) and is left alone.
 READER_FIELDS = ("email", "key", "name", "attributes", "timezone")  # each reader's JSON array
-_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
+def _to_json(value: Any) -> str:
+    """Compact JSON text, by orjson: the standard encoder took a quarter of the reader's time."""
+    return orjson.dumps(value).decode("utf-8")
 
 
 @dataclass(frozen=True)
