@@ -376,13 +376,14 @@ def _records(lines: _Lines) -> Iterator[tuple[int, list[str] | str]]:
 # ---------------------------------------------------------------- writing
 
 # Each chunk reaches the database as two strings of JSON, its readers and its tags, which the
-# database itself unpacks (``json_each`` on SQLite, ``json_array_elements`` on PostgreSQL) in one
-# ``INSERT … SELECT`` each: no Python object per reader in this process, no parameter bound per
-# value. What is the same for every reader of the import (status, source, times) is bound once.
-# The history and consent follow with set-based ``INSERT … SELECT`` statements too. The readers
-# this import created are told apart by what only they carry: an id above the chunk's watermark,
-# this import's instant and its source. A concurrent signup of the same address wins (ON CONFLICT
-# DO NOTHING) and is left alone.
+# database itself unpacks (``json_each`` on SQLite, ``json_array_elements`` on PostgreSQL) in an
+# ``INSERT … SELECT``: no Python object per reader in this process, no parameter bound per value.
+# What is the same for every reader of the import (status, source, times) is bound once. The
+# history and consent follow with set-based ``INSERT … SELECT`` statements too, and so do the tags
+# on SQLite (on PostgreSQL they are written from the ids the insert returns). The readers this
+# import created are told apart by what only they carry: an id above the chunk's watermark, this
+# import's instant and its source. A concurrent signup of the same address wins (ON CONFLICT DO
+# NOTHING) and is left alone.
 READER_FIELDS = ("email", "key", "name", "attributes", "timezone")  # each reader's JSON array
 
 
