@@ -3,9 +3,10 @@
 Writes a CSV of ``--rows`` readers (name, two tags, a time zone, two attribute columns), about 1%
 of them malformed and 1% repeating an earlier address, then runs the real command,
 ``newsletter subscribers import FILE --status confirmed``, as a separate process into a fresh
-SQLite file, once per run. Prints each run's wall time and rows per second (every row of the file
-counts, the bad and repeated ones included: each is read and validated), then the median.
-The files go to ``bench/out/`` (ignored by git).
+SQLite file, once per run. Prints each run's wall time, rows per second (every row of the file
+counts, the bad and repeated ones included: each is read and validated), CPU seconds (user +
+system, the command and its reader process), the peak RSS of the largest of them and the load
+average, then the medians. The files go to ``bench/out/`` (ignored by git).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -50,8 +52,8 @@ def write_csv(path: Path, rows: int, seed: int = 7) -> tuple[int, int]:
     return bad, repeated
 
 
-def run_import(csv_path: Path, database: Path) -> float:
-    """Wall seconds of one ``newsletter subscribers import`` into a fresh SQLite file."""
+def run_import(csv_path: Path, database: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``newsletter subscribers import`` into a fresh SQLite file."""
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     env = {**os.environ, "NEWSLETTER_DATABASE_URL": f"sqlite:///{database}"}
@@ -63,6 +65,7 @@ def run_import(csv_path: Path, database: Path) -> float:
         check=True,
         capture_output=True,
     )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "newsletter", "subscribers", "import", str(csv_path), *STATUS],
@@ -72,10 +75,12 @@ def run_import(csv_path: Path, database: Path) -> float:
         text=True,
     )
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         sys.exit(f"the import failed:\n{result.stderr[-2000:]}")
     print(f"    {result.stdout.strip()}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -90,12 +95,23 @@ def main() -> None:
         print(f"wrote {csv_path} ({bad} bad rows, {repeated} repeated addresses)")
     size = csv_path.stat().st_size / 1e6
     print(f"importing {args.rows} rows ({size:.0f} MB) as confirmed into a fresh SQLite file")
-    rates = []
+    rates, cpus = [], []
     for run in range(1, args.runs + 1):
-        seconds = run_import(csv_path, OUT / "import-bench.db")
+        seconds, cpu = run_import(csv_path, OUT / "import-bench.db")
         rates.append(args.rows / seconds)
-        print(f"run {run}: {seconds:.1f} s, {rates[-1]:,.0f} rows/s")
-    print(f"median: {statistics.median(rates):,.0f} rows/s over {args.runs} runs")
+        cpus.append(cpu)
+        # ru_maxrss of the children: the largest process waited for so far (KiB on Linux).
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+        print(
+            f"run {run}: {seconds:.1f} s, {rates[-1]:,.0f} rows/s; {cpu:.1f} CPU s "
+            f"({args.rows / cpu:,.0f} rows per CPU second); peak RSS so far {peak:.0f} MiB; "
+            f"load average {load}"
+        )
+    print(
+        f"median: {statistics.median(rates):,.0f} rows/s, {statistics.median(cpus):.1f} CPU s "
+        f"over {args.runs} runs"
+    )
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
-import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -229,20 +230,103 @@ def test_a_missing_file_is_named_in_the_error(sqlite_database: Database, tmp_pat
         import_csv(tmp_path / "no-such.csv", "confirmed", database=sqlite_database)
 
 
-def test_an_import_interrupted_midway_stores_nothing(
+def test_an_interrupted_import_keeps_whole_chunks_and_running_it_again_completes_it(
     sqlite_database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(importer, "CHUNK_ROWS", 2)
-    path = write_csv(tmp_path, "email\n" + "".join(f"r{i}@example.com\n" for i in range(10)))
+    monkeypatch.setattr(importer, "COMMIT_SECONDS", 0)  # a transaction per chunk
+    monkeypatch.setattr(importer, "SQLITE_PAUSE_SECONDS", 0)
+    path = write_csv(
+        tmp_path, "email,tags\n" + "".join(f"r{i}@example.com,t{i}\n" for i in range(10))
+    )
+    chunks_done: list[int] = []
 
-    def interrupt(done: int, total: int) -> None:
-        raise KeyboardInterrupt
+    def interrupt_after_three_chunks(done: int, total: int) -> None:
+        chunks_done.append(done)
+        if len(chunks_done) == 3:
+            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        import_csv(path, "confirmed", database=sqlite_database, on_progress=interrupt)
+        import_csv(
+            path, "confirmed", database=sqlite_database, on_progress=interrupt_after_three_chunks
+        )
 
-    assert count(sqlite_database, Subscriber) == 0
-    assert count(sqlite_database, StatusChange) == 0
+    assert sorted(readers(sqlite_database)) == sorted(f"r{i}@example.com" for i in range(6))
+    assert count(sqlite_database, StatusChange) == count(sqlite_database, Consent) == 6
+
+    again = import_csv(path, "confirmed", database=sqlite_database)
+
+    assert (again.imported, again.already_present) == (4, 6)
+    stored = readers(sqlite_database)
+    assert {email: reader.tag_names for email, reader in stored.items()} == {
+        f"r{i}@example.com": [f"t{i}"] for i in range(10)
+    }
+    assert count(sqlite_database, StatusChange) == count(sqlite_database, Consent) == 10
+
+
+def test_a_signup_during_a_long_import_is_stored_before_the_import_ends(
+    sqlite_database: Database, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 20)
+    monkeypatch.setattr(importer, "COMMIT_SECONDS", 0.05)
+    path = write_csv(tmp_path, "email\n" + "".join(f"r{i}@example.com\n" for i in range(6000)))
+    started, finished = threading.Event(), threading.Event()
+
+    def slow_progress(done: int, total: int) -> None:
+        started.set()
+        time.sleep(0.005)  # 300 chunks: the import lasts well over a second
+
+    def run_import() -> None:
+        try:
+            import_csv(path, "confirmed", database=sqlite_database, on_progress=slow_progress)
+        finally:
+            finished.set()
+
+    importing = threading.Thread(target=run_import)
+    importing.start()
+    try:
+        assert started.wait(30)
+        web = Database(sqlite_url)  # another connection, as the web app has
+        try:
+            add_reader(web, "signup@example.com", "pending")
+            signed_up_before_the_end = not finished.is_set()
+        finally:
+            web.dispose()
+    finally:
+        importing.join(60)
+
+    assert signed_up_before_the_end
+    assert count(sqlite_database, Subscriber) == 6001
+
+
+def test_tags_reach_the_right_readers_around_known_and_erased_addresses(
+    database: Database, tmp_path: Path
+) -> None:
+    add_reader(database, "known@example.com", "confirmed")
+    with database.session() as session:
+        session.add(
+            Suppression(
+                address_hash=address_hash("erased@example.com"), reason="erased", at=utcnow()
+            )
+        )
+    path = write_csv(
+        tmp_path,
+        "email,tags\n"
+        "first@example.com,a\n"
+        "known@example.com,b\n"
+        "erased@example.com,c\n"
+        "last@example.com,d;e\n",
+    )
+
+    summary = import_csv(path, "confirmed", database=database)
+
+    assert (summary.imported, summary.already_present, summary.suppressed) == (2, 1, 1)
+    stored = readers(database)
+    assert {email: reader.tag_names for email, reader in stored.items()} == {
+        "first@example.com": ["a"],
+        "known@example.com": [],
+        "last@example.com": ["d", "e"],
+    }
 
 
 def test_a_header_with_a_byte_order_mark_and_mailchimp_column_names_is_understood(
@@ -427,14 +511,33 @@ def test_reader_keys_are_unique_unguessable_url_safe_and_fit_the_column() -> Non
     keys = list(itertools.islice(importer._keys(batch=16), 1000))
 
     assert len(set(keys)) == 1000
-    assert all(re.fullmatch(r"[A-Za-z0-9_-]{24}", key) for key in keys)
+    assert all(re.fullmatch(r"[0-9a-f]{8}[A-Za-z0-9_-]{24}", key) for key in keys)
+    assert max(map(len, keys)) <= Subscriber.__table__.c.key.type.length
+    assert len({key[8:] for key in keys}) == 1000  # the random part alone tells them apart
 
 
-@given(st.dictionaries(st.text(), st.text(), max_size=5))
-def test_attributes_are_stored_as_the_json_that_json_dumps_writes(
-    attributes: dict[str, str],
+def test_reader_keys_of_an_import_sort_in_the_order_they_are_made() -> None:
+    keys = list(itertools.islice(importer._keys(batch=16), 1000))
+
+    assert keys == sorted(keys)
+
+
+def test_attribute_values_with_quotes_backslashes_and_any_script_are_stored_exactly(
+    database: Database, tmp_path: Path
 ) -> None:
-    assert importer._json_object(attributes) == json.dumps(attributes)
+    awkward = ['say "hi"', "C:\\temp\\", "Zoë – 東京 🚀", "{'not': json}", "a,b;c|d", "\\u0041"]
+    rows = "".join(
+        f'r{i}@example.com,"{value.replace(chr(34), chr(34) * 2)}",plain\n'
+        for i, value in enumerate(awkward)
+    )
+    path = write_csv(tmp_path, 'email,Note,Other "quoted" column\n' + rows)
+
+    import_csv(path, "confirmed", database=database)
+
+    stored = readers(database)
+    assert [stored[f"r{i}@example.com"].attributes for i in range(len(awkward))] == [
+        {"Note": value, 'Other "quoted" column': "plain"} for value in awkward
+    ]
 
 
 def test_a_row_that_is_not_valid_csv_is_reported_and_the_rest_imported(
