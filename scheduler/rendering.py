@@ -133,7 +133,9 @@ class Renderer:
         self._engine = create_engine(
             database.url,
             poolclass=NullPool,
-            connect_args={"autocommit": True} if postgres else {"check_same_thread": False},
+            connect_args=(
+                {"autocommit": True} if postgres else {"check_same_thread": False, "timeout": 60}
+            ),
         )
         self._local = threading.local()
         self._connections: list[Connection] = []

@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from newsletter.db import Database, utcnow
-from newsletter.errors import DeliveryError
+from newsletter.errors import DeliveryError, NewsletterError
 from newsletter.settings import Settings
 from scheduler import deliveries as outbox
 from scheduler.deliveries import ClaimedDelivery, Recipient, State
@@ -328,7 +328,11 @@ class Worker:
                     error=repr(error),
                 ),
             )
-            return Outcome(delivery, State.FAILED, error=f"render: {error}")
+            if isinstance(error, NewsletterError):  # the content or template: fix, retry-failed
+                return Outcome(delivery, State.FAILED, error=f"render: {error}")
+            # Anything else may pass (the store busy while it recovers from a killed worker's
+            # WAL, say): failing the delivery for good would lose the reader's message.
+            return self.retry(delivery, 0, f"render: {error!r}")
 
     def refused(self, delivery: ClaimedDelivery, uncertain: int, error: DeliveryError) -> Outcome:
         """What a refusal (not a drop) makes of a delivery."""

@@ -103,7 +103,13 @@ def test_sigkill_at_20_random_moments_loses_nothing_and_never_sends_two_copies(
     # Every reader has the message, each under one Message-ID: the one derived from its row.
     for n, row in enumerate(rows):
         expected = message_id_for(row.id, MESSAGE, row.subscriber_id, "example.org")
-        assert set(copies[reader_address(n)]) == {expected}, reader_address(n)
+        assert set(copies[reader_address(n)]) == {expected}, (
+            reader_address(n),
+            row.state,
+            row.attempts,
+            row.uncertain_count,
+            row.last_error,
+        )
     # The counts match the server's log: one sent per reader, and the extra copies the server
     # took are fewer than the outcomes the workers could not know.
     assert counts["sent"] == len(copies) == READERS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -11,9 +12,12 @@ import pytest
 from sqlalchemy import select, update
 
 from newsletter.db import Database, utcnow
+from newsletter.errors import TemplateError
 from newsletter.settings import Settings
 from scheduler.deliveries import (
+    ClaimedDelivery,
     Delivery,
+    Recipient,
     State,
     delivery_counts,
     enqueue,
@@ -359,3 +363,36 @@ def test_two_workers_share_a_campaign_without_taking_the_same_delivery(
     assert sum(report.get("sent", 0) for report in reports) == 400
     with database.session() as session:
         assert delivery_counts(session, MESSAGE)["uncertain_total"] == 0
+
+
+def test_a_passing_render_fault_is_retried_but_a_broken_template_fails_the_delivery(
+    database: Database, relay: SmtpServer, settings_for: Callable[..., Settings]
+) -> None:
+    """A store that is busy for a moment (after a killed worker, SQLite recovers its WAL) must
+    not cost a reader the message; a template that cannot render is failed for the marketer."""
+    add_readers(database, 6)
+    enqueue(database, MESSAGE)
+    plain = make_render()
+    busy_once: set[str] = set()
+
+    def render(delivery: ClaimedDelivery, subscriber: Recipient) -> bytes:
+        if subscriber.email == reader_address(5):
+            raise TemplateError("article.md:3: 'reader' has no attribute 'nmae'")
+        if subscriber.email not in busy_once:
+            busy_once.add(subscriber.email)
+            raise sqlite3.OperationalError("database is locked")
+        return plain(delivery, subscriber)
+
+    report = run_worker(
+        settings_for(database, relay.url),
+        database,
+        render,
+        stop_event=threading.Event(),
+        options=FAST,
+    )
+
+    assert report.counts.get("sent") == 5 and report.counts.get("failed") == 1
+    assert sorted(m.rcpt_tos[0] for m in relay.messages) == [reader_address(n) for n in range(5)]
+    with database.session() as session:
+        failed = session.scalars(select(Delivery).where(Delivery.state == State.FAILED)).one()
+        assert failed.last_error is not None and "nmae" in failed.last_error
