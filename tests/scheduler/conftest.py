@@ -7,10 +7,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import typer
 from aiosmtpd.controller import Controller
+from typer.testing import CliRunner, Result
 
+from newsletter import runtime
 from newsletter.db import Database
 from newsletter.settings import Settings
+from scheduler import sequence_cli
 from tests.conftest import SmtpServer
 from tests.scheduler.delivery_helpers import SENDER, FaultyHandler, PipeliningHandler
 
@@ -86,3 +90,25 @@ def faulty_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, FaultyH
         yield f"smtp://127.0.0.1:{port}", handler
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def cli_settings(make_settings: Callable[..., Settings]) -> Settings:
+    """The settings ``sequence_command`` runs with; a test module overrides it to change them."""
+    return make_settings()
+
+
+@pytest.fixture
+def sequence_command(
+    cli_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Result]]:
+    """``newsletter sequence …`` in process, its group registered as the shell registers it."""
+    monkeypatch.setattr(runtime, "_settings", cli_settings)
+    shell = typer.Typer()
+    shell.add_typer(sequence_cli.app, name="sequence")
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(shell, list(args))
+
+    yield invoke
+    runtime.reset()

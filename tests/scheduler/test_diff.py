@@ -4,20 +4,17 @@ removed one, or move in time; after it applies, nothing already sent is sent aga
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-import typer
 from sqlalchemy import func, select
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from campaigns.sequence import parse_sequence
 from newsletter import runtime
 from newsletter.db import Database
 from newsletter.settings import Settings
-from scheduler import sequence_cli
 from scheduler.deliveries import Delivery, State
 from scheduler.diff import diff_sequence
 from tests.scheduler.plan_helpers import add_readers, drive
@@ -99,25 +96,8 @@ def test_diff_counts_readers_per_change_and_the_edit_never_resends_a_step(
         assert set(per_reader) == {1}
 
 
-shell = typer.Typer()
-shell.add_typer(sequence_cli.app, name="sequence")
-
-
-@pytest.fixture
-def cli(
-    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., Result]]:
-    monkeypatch.setattr(runtime, "_settings", make_settings())
-
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(shell, list(args))
-
-    yield invoke
-    runtime.reset()
-
-
 def test_the_command_compares_a_proposed_file_before_it_is_put_in_place(
-    cli: Callable[..., Result], tmp_path: Path
+    sequence_command: Callable[..., Result], tmp_path: Path
 ) -> None:
     now = datetime.now(UTC)
     add_readers(runtime.database(), [("a@example.org", None, now, ())], ["welcome"])
@@ -126,9 +106,9 @@ def test_the_command_compares_a_proposed_file_before_it_is_put_in_place(
     proposed.write_text(
         Path("campaigns/sequences/welcome.yaml").read_text().replace("delay: 2d", "delay: 3d")
     )
-    result = cli("sequence", "diff", "welcome", "--file", str(proposed), "--json")
+    result = sequence_command("sequence", "diff", "welcome", "--file", str(proposed), "--json")
     assert result.exit_code == 0, result.output
     found = json.loads(result.stdout)
     assert (found["readers"], found["moved"], found["steps_changed"]) == (1, 1, ["vitamin-k2"])
-    text = cli("sequence", "diff", "welcome")
+    text = sequence_command("sequence", "diff", "welcome")
     assert "0 on another version" in text.stdout

@@ -3,46 +3,25 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-import pytest
-import typer
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from newsletter import runtime
 from newsletter.errors import NewsletterError
-from newsletter.settings import Settings
-from scheduler import sequence_cli
 from tests.scheduler.sequence_helpers import add_confirmed_reader, deliver_due
-
-# The shell registers the group the same way: app.add_typer(sequence_cli.app, name="sequence").
-shell = typer.Typer()
-shell.add_typer(sequence_cli.app, name="sequence")
-
-
-@pytest.fixture
-def cli(
-    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., Result]]:
-    monkeypatch.setattr(runtime, "_settings", make_settings())
-
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(shell, list(args))
-
-    yield invoke
-    runtime.reset()
 
 
 def test_status_json_counts_each_step_by_where_readers_stand(
-    cli: Callable[..., Result],
+    sequence_command: Callable[..., Result],
 ) -> None:
     confirmed = datetime(2026, 11, 10, 9, tzinfo=UTC)
     add_confirmed_reader(runtime.database(), "a@example.org", confirmed)
     add_confirmed_reader(runtime.database(), "b@example.org", confirmed)
     deliver_due(runtime.database(), confirmed)
 
-    result = cli("sequence", "status", "welcome", "--json")
+    result = sequence_command("sequence", "status", "welcome", "--json")
 
     assert result.exit_code == 0, result.output
     status = json.loads(result.stdout)
@@ -55,24 +34,26 @@ def test_status_json_counts_each_step_by_where_readers_stand(
         "left": 0,
     }
     assert status["readers"] == {"active": 2, "completed": 0, "left": 0}
-    table = cli("sequence", "status", "welcome")
+    table = sequence_command("sequence", "status", "welcome")
     assert table.exit_code == 0, table.output
     assert "vitamin-k2" in table.stdout
 
 
 def test_list_names_the_shipped_welcome_sequence_and_its_steps(
-    cli: Callable[..., Result],
+    sequence_command: Callable[..., Result],
 ) -> None:
-    result = cli("sequence", "list", "--json")
+    result = sequence_command("sequence", "list", "--json")
 
     assert result.exit_code == 0, result.output
     [welcome] = json.loads(result.stdout)["sequences"]
     assert welcome["name"] == "welcome"
     assert welcome["steps"] == ["welcome-report", "vitamin-k2"]
-    assert "welcome" in cli("sequence", "list").stdout
+    assert "welcome" in sequence_command("sequence", "list").stdout
 
 
-def test_status_of_an_unknown_sequence_is_a_user_error(cli: Callable[..., Result]) -> None:
-    result = cli("sequence", "status", "nope")
+def test_status_of_an_unknown_sequence_is_a_user_error(
+    sequence_command: Callable[..., Result],
+) -> None:
+    result = sequence_command("sequence", "status", "nope")
     assert isinstance(result.exception, NewsletterError)
     assert "sequence 'nope'" in result.exception.message

@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import typer
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from campaigns.sequence import load_sequence, parse_sequence
 from newsletter import runtime
 from newsletter.db import Database
 from newsletter.errors import ValidationError
 from newsletter.settings import Settings
-from scheduler import sequence_cli
 from scheduler.simulate import simulate, simulate_reader
 from tests.scheduler.plan_helpers import add_readers, drive, sent_between
 from tests.scheduler.test_plan import ONBOARDING
@@ -75,25 +73,16 @@ def test_the_simulated_timeline_is_what_the_real_clock_sends(
 
 # ---------------------------------------------------------------- the command
 
-shell = typer.Typer()
-shell.add_typer(sequence_cli.app, name="sequence")
-
 
 @pytest.fixture
-def cli(
-    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., Result]]:
-    monkeypatch.setattr(runtime, "_settings", make_settings(timezone="Europe/London"))
-
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(shell, list(args))
-
-    yield invoke
-    runtime.reset()
+def cli_settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(timezone="Europe/London")
 
 
-def test_the_command_shows_a_made_up_reader_and_a_real_one(cli: Callable[..., Result]) -> None:
-    result = cli(
+def test_the_command_shows_a_made_up_reader_and_a_real_one(
+    sequence_command: Callable[..., Result],
+) -> None:
+    result = sequence_command(
         "sequence",
         "simulate",
         "welcome",
@@ -109,18 +98,22 @@ def test_the_command_shows_a_made_up_reader_and_a_real_one(cli: Callable[..., Re
         ("welcome-report", "Friday", "09:00"),
         ("vitamin-k2", "Monday", "08:00"),
     ]
-    text = cli("sequence", "simulate", "welcome", "--confirmed-at", "2026-11-13 09:00")
+    text = sequence_command("sequence", "simulate", "welcome", "--confirmed-at", "2026-11-13 09:00")
     assert "simulated in" in text.stdout and "GMT" in text.stdout
 
     now = datetime.now(UTC)
     add_readers(runtime.database(), [("real@example.org", None, now, ())], ["welcome"])
-    real = cli("sequence", "simulate", "welcome", "--reader", "real@example.org", "--json")
+    real = sequence_command(
+        "sequence", "simulate", "welcome", "--reader", "real@example.org", "--json"
+    )
     assert real.exit_code == 0, real.output
     assert [s["step"] for s in json.loads(real.stdout)["timeline"]] == [
         "welcome-report",
         "vitamin-k2",
     ]
-    both = cli("sequence", "simulate", "welcome", "--reader", "real@example.org", "--zone", "UTC")
+    both = sequence_command(
+        "sequence", "simulate", "welcome", "--reader", "real@example.org", "--zone", "UTC"
+    )
     assert isinstance(both.exception, ValidationError)
 
 
@@ -144,13 +137,13 @@ def test_a_real_reader_timeline_starts_with_what_they_were_sent(
 
 
 def test_the_command_refuses_an_unknown_zone_or_time_naming_the_option(
-    cli: Callable[..., Result],
+    sequence_command: Callable[..., Result],
 ) -> None:
     from newsletter.errors import SchedulingError
 
-    zone = cli("sequence", "simulate", "welcome", "--zone", "Mars/Base")
+    zone = sequence_command("sequence", "simulate", "welcome", "--zone", "Mars/Base")
     assert isinstance(zone.exception, SchedulingError)
     assert "unknown time zone 'Mars/Base'" in zone.exception.message
-    when = cli("sequence", "simulate", "welcome", "--confirmed-at", "soon")
+    when = sequence_command("sequence", "simulate", "welcome", "--confirmed-at", "soon")
     assert isinstance(when.exception, SchedulingError)
     assert when.exception.message.startswith("--confirmed-at 'soon'")
