@@ -8,6 +8,11 @@ Starts postfix's ``smtp-sink`` (a C SMTP sink), then measures:
   ``send_concurrency`` = C: claim, render (a SIZE-byte message), send, mark sent.
 
     python bench/send.py --messages 5000 --connections 4 --size 28000 [--rounds 3]
+    python bench/send.py --messages 5000 --connections 4 --article   # the real article email
+
+With ``--article`` the worker renders the shipped Vitamin K2 campaign for every reader with the
+product's own renderer (``scheduler.rendering.Renderer``: content, signed links, MJML template,
+Jinja, the dot-scan before DATA), and the ceiling carries messages of that email's size.
 
 Prints one JSON line per round and a summary; the ratio is product / ceiling within a round.
 """
@@ -39,11 +44,25 @@ from bench.sink import Sink, running_sink  # noqa: E402
 from newsletter.db import Database, utcnow  # noqa: E402
 from newsletter.settings import Settings  # noqa: E402
 from scheduler.deliveries import ClaimedDelivery, Recipient, delivery_counts, enqueue  # noqa: E402
-from scheduler.rendering import plain_render  # noqa: E402
+from scheduler.rendering import Renderer, plain_render  # noqa: E402
 from scheduler.worker import SWITCH_INTERVAL, WorkerOptions, run_worker  # noqa: E402
 from subscribers.models import Subscriber  # noqa: E402
 
 SENDER = "Bench <bench@example.org>"
+PLACEHOLDER = "campaign:bench"
+ARTICLE = "campaign:vitamin-k2-bone-health"
+
+
+def article_size() -> int:
+    """The size of the article email as a reader gets it, for the ceiling's messages."""
+    from campaigns import load_campaign, sample_links, sample_reader
+    from templates import render
+
+    settings = Settings(sender=SENDER)
+    content = load_campaign(ARTICLE.partition(":")[2]).content
+    links = sample_links(settings)
+    reader = sample_reader(content)
+    return len(render(content, reader, links, message_id="<size@example.org>", settings=settings))
 
 
 @dataclass(frozen=True)
@@ -95,7 +114,7 @@ def ceiling(sink: Sink, messages: int, connections: int, size: int) -> Measured:
     )
 
 
-def prepare_campaign(directory: Path, messages: int) -> Database:
+def prepare_campaign(directory: Path, messages: int, message: str) -> Database:
     database = Database(f"sqlite:///{directory / 'bench.db'}")
     database.upgrade()
     now = utcnow()
@@ -114,11 +133,13 @@ def prepare_campaign(directory: Path, messages: int) -> Database:
                 for n in range(messages)
             ],
         )
-    enqueue(database, "campaign:bench")
+    enqueue(database, message)
     return database
 
 
-def send_campaign(url: str, port: int, connections: int, size: int, name: str) -> None:
+def send_campaign(
+    url: str, port: int, connections: int, size: int, name: str, article: bool = False
+) -> None:
     """One worker, as ``newsletter worker --until-idle`` runs it."""
     sys.setswitchinterval(SWITCH_INTERVAL)  # as the ``newsletter worker`` command sets it
     settings = Settings(
@@ -129,46 +150,67 @@ def send_campaign(url: str, port: int, connections: int, size: int, name: str) -
         send_concurrency=connections,
     )
 
-    def render(delivery: ClaimedDelivery, subscriber: Recipient) -> bytes:
+    def placeholder(delivery: ClaimedDelivery, subscriber: Recipient) -> bytes:
         return plain_render(delivery, subscriber, sender=SENDER, size=size)
 
     database = Database(url)
+    renderer = Renderer(settings, database) if article else None
     run_worker(
         settings,
         database,
-        render,
+        renderer or placeholder,
         stop_event=threading.Event(),
         options=WorkerOptions(poll_interval=0.01, until_idle=True, name=name),
     )
+    if renderer is not None:
+        renderer.close()
     database.dispose()
 
 
-def _worker_process(url: str, port: int, connections: int, size: int, name: str, go: Any) -> None:
+def _worker_process(
+    url: str, port: int, connections: int, size: int, name: str, go: Any, article: bool
+) -> None:
     go.wait()
-    send_campaign(url, port, connections, size, name)
+    send_campaign(url, port, connections, size, name, article)
 
 
-def product(sink: Sink, messages: int, connections: int, size: int, processes: int = 1) -> Measured:
+def product(
+    sink: Sink,
+    messages: int,
+    connections: int,
+    size: int,
+    processes: int = 1,
+    article: bool = False,
+) -> Measured:
     """Messages per second ``run_worker`` reaches: claim, render, send, mark sent.
 
     With ``processes`` > 1, that many worker processes share the campaign and the connections
     (``connections`` in all), as ``newsletter worker`` started several times would.
     """
     with tempfile.TemporaryDirectory() as directory:
-        database = prepare_campaign(Path(directory), messages)
+        message = ARTICLE if article else PLACEHOLDER
+        database = prepare_campaign(Path(directory), messages, message)
         port = sink.port
         sink_before = sink.cpu_s()
         own = cpu_s(resource.RUSAGE_SELF) + cpu_s(resource.RUSAGE_CHILDREN)
         if processes == 1:
             started = time.perf_counter()
-            send_campaign(database.url, port, connections, size, "bench")
+            send_campaign(database.url, port, connections, size, "bench", article)
         else:
             context = multiprocessing.get_context("spawn")
             go = context.Event()
             workers = [
                 context.Process(
                     target=_worker_process,
-                    args=(database.url, port, connections // processes, size, f"bench-{n}", go),
+                    args=(
+                        database.url,
+                        port,
+                        connections // processes,
+                        size,
+                        f"bench-{n}",
+                        go,
+                        article,
+                    ),
                 )
                 for n in range(processes)
             ]
@@ -183,7 +225,7 @@ def product(sink: Sink, messages: int, connections: int, size: int, processes: i
         sender = cpu_s(resource.RUSAGE_SELF) + cpu_s(resource.RUSAGE_CHILDREN) - own
         sink_cpu = sink.cpu_s() - sink_before
         with database.session() as session:
-            sent = delivery_counts(session, "campaign:bench")["sent"]
+            sent = delivery_counts(session, message)["sent"]
         database.dispose()
     if sent != messages:
         raise RuntimeError(f"only {sent} of {messages} sent")
@@ -199,12 +241,21 @@ def main() -> None:
     parser.add_argument(
         "--processes", type=int, default=1, help="worker processes sharing the connections"
     )
+    parser.add_argument(
+        "--article",
+        action="store_true",
+        help="render the shipped article email with the product's renderer (its size, not --size)",
+    )
     args = parser.parse_args()
+    if args.article:
+        args.size = article_size()
     ratios = []
     with running_sink() as sink:
         for round_ in range(args.rounds):
             top = ceiling(sink, args.messages, args.connections, args.size)
-            ours = product(sink, args.messages, args.connections, args.size, args.processes)
+            ours = product(
+                sink, args.messages, args.connections, args.size, args.processes, args.article
+            )
             ratios.append(ours.per_s / top.per_s)
             print(
                 json.dumps(
@@ -214,6 +265,7 @@ def main() -> None:
                         "connections": args.connections,
                         "processes": args.processes,
                         "size": args.size,
+                        "article": args.article,
                         "ceiling_per_s": round(top.per_s),
                         "product_per_s": round(ours.per_s),
                         "ratio": round(ours.per_s / top.per_s, 3),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from datetime import timedelta
+from functools import lru_cache
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -35,14 +36,20 @@ EXPIRED_MESSAGE = {
 }
 
 
+@lru_cache(maxsize=32)
+def _serializer(secret_key: str, purpose: Purpose) -> URLSafeTimedSerializer:
+    # Built once per key and purpose: a campaign signs four links for every reader.
+    return URLSafeTimedSerializer(secret_key, salt=purpose.value)
+
+
 def make_token(secret_key: str, purpose: Purpose, subscriber_key: str) -> str:
     """A URL-safe signed token for ``purpose`` carrying the reader's key."""
-    return URLSafeTimedSerializer(secret_key, salt=purpose.value).dumps(subscriber_key)
+    return _serializer(secret_key, purpose).dumps(subscriber_key)
 
 
 def read_token(secret_key: str, purpose: Purpose, token: str) -> str:
     """The reader's key; ``TokenError`` when forged, for another purpose, or expired."""
-    serializer = URLSafeTimedSerializer(secret_key, salt=purpose.value)
+    serializer = _serializer(secret_key, purpose)
     max_age = MAX_AGE[purpose]
     try:
         key = serializer.loads(
