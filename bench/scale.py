@@ -36,11 +36,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import func, insert, select, text  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
 
-from bench.send import SENDER, _worker_process  # noqa: E402
+from bench.send import SENDER, _worker_process, insert_readers  # noqa: E402
 from bench.sink import running_sink  # noqa: E402
-from newsletter.db import Database, utcnow  # noqa: E402
+from newsletter.db import Database  # noqa: E402
 from newsletter.settings import Settings  # noqa: E402
 from scheduler.deliveries import (  # noqa: E402
     ClaimedDelivery,
@@ -57,26 +57,6 @@ MESSAGE = "campaign:scale"
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def insert_readers(database: Database, count: int, batch: int = 10_000) -> None:
-    for start in range(0, count, batch):
-        now = utcnow()
-        with database.session() as session:
-            session.execute(
-                insert(Subscriber),
-                [
-                    {
-                        "email": f"reader{n}@example.com",
-                        "key": f"k{n}",
-                        "status": "confirmed",
-                        "attributes": {},
-                        "created_at": now,
-                        "status_changed_at": now,
-                    }
-                    for n in range(start, min(count, start + batch))
-                ],
-            )
 
 
 def setup(path: Path, readers: int) -> None:

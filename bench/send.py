@@ -114,25 +114,31 @@ def ceiling(sink: Sink, messages: int, connections: int, size: int) -> Measured:
     )
 
 
+def insert_readers(database: Database, count: int, batch: int = 10_000) -> None:
+    """``count`` confirmed readers, ``reader{n}@example.com``, in batches of ``batch``."""
+    for start in range(0, count, batch):
+        now = utcnow()
+        with database.session() as session:
+            session.execute(
+                insert(Subscriber),
+                [
+                    {
+                        "email": f"reader{n}@example.com",
+                        "key": f"k{n}",
+                        "status": "confirmed",
+                        "attributes": {},
+                        "created_at": now,
+                        "status_changed_at": now,
+                    }
+                    for n in range(start, min(count, start + batch))
+                ],
+            )
+
+
 def prepare_campaign(directory: Path, messages: int, message: str) -> Database:
     database = Database(f"sqlite:///{directory / 'bench.db'}")
     database.upgrade()
-    now = utcnow()
-    with database.session() as session:
-        session.execute(
-            insert(Subscriber),
-            [
-                {
-                    "email": f"reader{n}@example.com",
-                    "key": f"k{n}",
-                    "status": "confirmed",
-                    "attributes": {},
-                    "created_at": now,
-                    "status_changed_at": now,
-                }
-                for n in range(messages)
-            ],
-        )
+    insert_readers(database, messages)
     enqueue(database, message)
     return database
 
@@ -168,7 +174,7 @@ def send_campaign(
 
 
 def _worker_process(
-    url: str, port: int, connections: int, size: int, name: str, go: Any, article: bool
+    url: str, port: int, connections: int, size: int, name: str, go: Any, article: bool = False
 ) -> None:
     go.wait()
     send_campaign(url, port, connections, size, name, article)
