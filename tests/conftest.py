@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -105,10 +106,9 @@ class SmtpServer:
         raise AssertionError(f"timed out waiting for mail; have {len(self.messages)} messages")
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    """A real SMTP server (aiosmtpd) on a free loopback port."""
-    handler = RecordingHandler()
+@contextmanager
+def serving(handler: Any) -> Iterator[SmtpServer]:
+    """An aiosmtpd server with ``handler`` on a free loopback port, until the block ends."""
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
@@ -116,6 +116,13 @@ def smtp_server() -> Iterator[SmtpServer]:
         yield SmtpServer("127.0.0.1", port, handler)
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on a free loopback port."""
+    with serving(RecordingHandler()) as server:
+        yield server
 
 
 # ---------------------------------------------------------------- databases
@@ -185,6 +192,24 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def sqlite_url(tmp_path: Path) -> str:
     """The URL of an empty SQLite database file."""
     return f"sqlite:///{tmp_path / 'newsletter.db'}"
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """A migrated, empty store: on SQLite, then on PostgreSQL."""
+    db = Database(database_url)
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def sqlite_database(sqlite_url: str) -> Iterator[Database]:
+    """A migrated, empty store on SQLite only."""
+    db = Database(sqlite_url)
+    db.upgrade()
+    yield db
+    db.dispose()
 
 
 @pytest.fixture

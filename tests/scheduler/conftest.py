@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import typer
-from aiosmtpd.controller import Controller
 from typer.testing import CliRunner, Result
 
 from newsletter import runtime
 from newsletter.db import Database
 from newsletter.settings import Settings
 from scheduler import sequence_cli
-from tests.conftest import SmtpServer
+from tests.conftest import SmtpServer, serving
 from tests.scheduler.delivery_helpers import SENDER, FaultyHandler, PipeliningHandler
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    """A migrated, empty database: SQLite, then PostgreSQL."""
-    db = Database(database_url)
-    db.upgrade()
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
-def sqlite_database(sqlite_url: str) -> Iterator[Database]:
-    db = Database(sqlite_url)
-    db.upgrade()
-    yield db
-    db.dispose()
 
 
 @pytest.fixture
@@ -61,14 +36,8 @@ def settings_for(make_settings: Callable[..., Settings]) -> Callable[..., Settin
 @pytest.fixture
 def pipelining_server() -> Iterator[SmtpServer]:
     """A real SMTP server (aiosmtpd) that offers PIPELINING, as postfix and most relays do."""
-    handler = PipeliningHandler()
-    port = _free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield SmtpServer("127.0.0.1", port, handler)
-    finally:
-        controller.stop()
+    with serving(PipeliningHandler()) as server:
+        yield server
 
 
 @pytest.fixture(params=["pipelining", "one command at a time"])
@@ -83,13 +52,8 @@ def relay(request: pytest.FixtureRequest) -> SmtpServer:
 def faulty_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, FaultyHandler]]:
     """A misbehaving server; offers PIPELINING unless parametrized (indirect) with False."""
     handler = FaultyHandler(pipelining=getattr(request, "param", True))
-    port = _free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield f"smtp://127.0.0.1:{port}", handler
-    finally:
-        controller.stop()
+    with serving(handler) as server:
+        yield server.url, handler
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from tests.scheduler.campaign_helpers import (
     schedule,
     wait_until,
 )
-from tests.scheduler.delivery_helpers import SENDER, add_readers, reader_address
+from tests.scheduler.delivery_helpers import add_readers, reader_address
 
 HOUR = timedelta(hours=1)
 
@@ -107,17 +107,14 @@ def received(smtp_server) -> Counter[str]:
 
 
 def test_a_paused_campaign_sends_nothing_more_until_resumed_and_then_everyone_once(
-    database: Database, make_settings: Callable[..., Settings], smtp_server
+    database: Database,
+    make_settings: Callable[..., Settings],
+    smtp_server,
+    settings_for: Callable[..., Settings],
 ) -> None:
     settings = marketer_settings(make_settings, database)
     run = start(database, settings, 40)
-    sender = make_settings(
-        database_url=database.url,
-        smtp_url=smtp_server.url,
-        sender=SENDER,
-        send_rate=25,
-        send_concurrency=2,
-    )
+    sender = settings_for(database, smtp_server.url, send_rate=25, send_concurrency=2)
     with WorkerThread(sender, database):
         wait_until(lambda: len(smtp_server.messages) >= 5)
         campaigns.pause(database, run.name)
@@ -145,17 +142,14 @@ def test_a_paused_campaign_sends_nothing_more_until_resumed_and_then_everyone_on
 
 
 def test_a_cancelled_campaign_stops_and_its_unsent_deliveries_are_skipped(
-    database: Database, make_settings: Callable[..., Settings], smtp_server
+    database: Database,
+    make_settings: Callable[..., Settings],
+    smtp_server,
+    settings_for: Callable[..., Settings],
 ) -> None:
     settings = marketer_settings(make_settings, database)
     run = start(database, settings, 40)
-    sender = make_settings(
-        database_url=database.url,
-        smtp_url=smtp_server.url,
-        sender=SENDER,
-        send_rate=25,
-        send_concurrency=2,
-    )
+    sender = settings_for(database, smtp_server.url, send_rate=25, send_concurrency=2)
     with WorkerThread(sender, database):
         wait_until(lambda: len(smtp_server.messages) >= 5)
         _, skipped = campaigns.cancel(database, run.name)
@@ -173,19 +167,16 @@ def test_a_cancelled_campaign_stops_and_its_unsent_deliveries_are_skipped(
 
 
 def test_a_reader_who_unsubscribes_mid_campaign_gets_nothing_more(
-    sqlite_database: Database, make_settings: Callable[..., Settings], smtp_server
+    sqlite_database: Database,
+    make_settings: Callable[..., Settings],
+    smtp_server,
+    settings_for: Callable[..., Settings],
 ) -> None:
     database = sqlite_database
     settings = marketer_settings(make_settings, database)
     run = start(database, settings, 30)
     last = reader_address(29)
-    sender = make_settings(
-        database_url=database.url,
-        smtp_url=smtp_server.url,
-        sender=SENDER,
-        send_rate=20,
-        send_concurrency=1,
-    )
+    sender = settings_for(database, smtp_server.url, send_rate=20, send_concurrency=1)
     with WorkerThread(sender, database):
         wait_until(lambda: len(smtp_server.messages) >= 2)
         with database.session() as session:

@@ -12,13 +12,16 @@ from newsletter.db import Database
 from newsletter.settings import Settings
 from scheduler import campaigns
 from tests.scheduler.campaign_helpers import WorkerThread, marketer_settings, wait_until
-from tests.scheduler.delivery_helpers import SENDER
 from tests.scheduler.test_campaigns import start
 from tests.scheduler.test_campaigns_cli import environment
 
 
 def test_watch_follows_a_sending_campaign_and_returns_when_it_is_done(
-    sqlite_database: Database, make_settings: Callable[..., Settings], smtp_server, tmp_path: Path
+    sqlite_database: Database,
+    make_settings: Callable[..., Settings],
+    settings_for: Callable[..., Settings],
+    smtp_server,
+    tmp_path: Path,
 ) -> None:
     run = start(sqlite_database, marketer_settings(make_settings, sqlite_database), 8)
     watch = subprocess.Popen(
@@ -30,10 +33,7 @@ def test_watch_follows_a_sending_campaign_and_returns_when_it_is_done(
         text=True,
     )
     try:
-        sender = make_settings(
-            database_url=sqlite_database.url, smtp_url=smtp_server.url, sender=SENDER
-        )
-        with WorkerThread(sender, sqlite_database):
+        with WorkerThread(settings_for(sqlite_database, smtp_server.url), sqlite_database):
             wait_until(lambda: len(smtp_server.messages) == 8)
         assert watch.poll() is None, "the watch returned before the campaign was done"
         assert campaigns.finish_runs(sqlite_database) == [run.name]  # the clock's next tick

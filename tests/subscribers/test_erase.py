@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from subscribers.erasure import erase_subscriber
 from subscribers.importer import import_csv
 from subscribers.models import Consent, StatusChange, Subscriber, SubscriberTag, Suppression
 from subscribers.queries import find_subscriber
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    db = Database(database_url)
-    db.upgrade()
-    yield db
-    db.dispose()
 
 
 @pytest.fixture

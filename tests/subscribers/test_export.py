@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,6 @@ from subscribers.export import escape_cell, export_csv, export_to_file
 from subscribers.importer import import_csv
 from subscribers.models import Subscriber, SubscriberTag
 from subscribers.queries import ReaderFilter
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    db = Database(database_url)
-    db.upgrade()
-    yield db
-    db.dispose()
 
 
 def add(database: Database, email: str, status: str = "confirmed", **fields: object) -> None:

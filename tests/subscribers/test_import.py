@@ -6,7 +6,6 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +30,6 @@ from subscribers.models import (
     SubscriberTag,
     Suppression,
 )
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    """A migrated, empty store on SQLite and on PostgreSQL."""
-    db = Database(database_url)
-    db.upgrade()
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
-def sqlite_database(sqlite_url: str) -> Iterator[Database]:
-    db = Database(sqlite_url)
-    db.upgrade()
-    yield db
-    db.dispose()
 
 
 def write_csv(tmp_path: Path, text: str, name: str = "readers.csv") -> Path:
