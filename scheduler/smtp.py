@@ -13,7 +13,7 @@ import re
 import smtplib
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from newsletter.errors import DeliveryError
@@ -102,6 +102,24 @@ class Envelope:
         ]
 
 
+# What became of an exchange: of the message it finished, and of the envelope it began.
+Exchanged = tuple[DeliveryError | None, DeliveryError | None]
+
+_ENVELOPE_STAGES = ("MAIL", "RCPT", "DATA")
+
+
+@dataclass
+class _Flight:
+    """The exchange under way: what was written, which replies are still to come."""
+
+    has_envelope: bool = False
+    awaiting: list[str] = field(default_factory=list)  # stages written, reply not yet read
+    unwritten: list[tuple[str, bytes]] = field(default_factory=list)  # without PIPELINING
+    replies: list[tuple[int, bytes]] = field(default_factory=list)  # MAIL, RCPT, DATA
+    finished: DeliveryError | None = None  # the message's outcome, once its reply is in
+    message_unanswered: bool = False  # (part of) the message went out, its reply is not in
+
+
 class SmtpConnection:
     """A lazily opened, reusable connection to the relay named by an ``smtp…://`` URL."""
 
@@ -119,6 +137,7 @@ class SmtpConnection:
         self.eight_bit = False
         self._in_data = False
         self._buffer = b""  # reply bytes received and not yet read
+        self._flight = _Flight()
         self.messages_sent = 0
 
     @property
@@ -194,9 +213,7 @@ class SmtpConnection:
         """True between the server's 354 and the message: only the message may be sent next."""
         return self._in_data
 
-    def exchange(
-        self, message: bytes | None, envelope: Envelope | None
-    ) -> tuple[DeliveryError | None, DeliveryError | None]:
+    def exchange(self, message: bytes | None, envelope: Envelope | None) -> Exchanged:
         """Finish the open transaction with ``message`` and begin the next with ``envelope``.
 
         With PIPELINING (RFC 2920 lets the message be the first "command" of a group) both go
@@ -207,90 +224,128 @@ class SmtpConnection:
         message was all sent (its outcome unknown); the connection is closed and the next call
         on a closed connection opens it again (``ConnectFailed`` is then raised).
         """
+        outcome = self.start(message, envelope)
+        while outcome is None:
+            outcome = self.poll()
+        return outcome
+
+    def start(self, message: bytes | None, envelope: Envelope | None) -> Exchanged | None:
+        """Write what ``exchange`` writes and return at once: ``poll`` (when the socket is
+        readable) reads the replies. Returns the outcome already when the write failed."""
         if message is not None and not self._in_data:
             raise ValueError("no transaction is waiting for a message")
         if message is None and self._in_data:
             raise ValueError("the open transaction's message must be sent first")
         if self._smtp is None:
             self.open()
-        smtp = self._smtp
-        assert smtp is not None and smtp.sock is not None
-        sock = smtp.sock
-        commands = envelope.commands(self.eight_bit) if envelope is not None else []
-        sent_message = False
-        finished: DeliveryError | None = None
-        try:
-            if message is not None:
-                self._in_data = False
-                if self.pipelining and commands:
-                    # Should the write break off in the commands, the message may be complete.
-                    sent_message = True
-                    sock.sendall(message + b"".join(commands))
-                    commands = []
-                else:
-                    sock.sendall(message)
-                sent_message = True
-                code, text = self._reply(sock)
-                sent_message = False
-                finished = self._outcome("message", code, text)
-                if finished is None:
-                    self.messages_sent += 1
-                if finished is not None and self._smtp is None:  # 421: the server is closing
-                    return finished, self._dropped(None, before=True) if envelope else None
-            if envelope is None:
-                return finished, None
-            replies = self._envelope_replies(sock, commands)
-        except (OSError, smtplib.SMTPServerDisconnected) as error:
-            self.close_quietly()
-            if sent_message:
-                return self._dropped(error, before=False), self._dropped(error, before=True)
-            return finished, self._dropped(error, before=True) if envelope else None
-        return finished, self._check_envelope(replies)
+        items: list[tuple[str, bytes]] = []
+        if message is not None:
+            self._in_data = False
+            items.append(("message", message))
+        if envelope is not None:
+            items.extend(zip(_ENVELOPE_STAGES, envelope.commands(self.eight_bit), strict=True))
+        self._flight = _Flight(has_envelope=envelope is not None)
+        # Without PIPELINING each command waits for the reply to the one before it.
+        batch, self._flight.unwritten = (items, []) if self.pipelining else (items[:1], items[1:])
+        return self._write(batch)
 
-    def _envelope_replies(
-        self, sock: socket.socket, commands: list[bytes]
-    ) -> list[tuple[int, bytes]]:
-        """The replies to MAIL, RCPT and DATA; ``commands`` are none when already written."""
-        if self.pipelining:
-            if commands:
-                sock.sendall(b"".join(commands))
-            return [self._reply(sock) for _ in range(3)]
-        replies = []
-        for command in commands:
-            sock.sendall(command)
-            replies.append(self._reply(sock))
-            if replies[-1][0] >= 400:
-                break
-        return replies
+    def fileno(self) -> int:
+        """The socket to wait on for the replies of a started exchange."""
+        assert self._smtp is not None and self._smtp.sock is not None
+        return self._smtp.sock.fileno()
+
+    def poll(self) -> Exchanged | None:
+        """Read what the server sent (blocking until it sends something) and act on each
+        complete reply; the exchange's outcome once the last awaited reply is in, else None."""
+        assert self._smtp is not None and self._smtp.sock is not None
+        sock = self._smtp.sock
+        try:
+            chunk = sock.recv(65536)
+            while isinstance(sock, ssl.SSLSocket) and sock.pending():
+                chunk += sock.recv(65536)  # decrypted bytes select() cannot see
+            if not chunk:
+                raise smtplib.SMTPServerDisconnected("connection closed by the server")
+            self._buffer += chunk
+            while (reply := self._take_reply()) is not None:
+                outcome = self._on_reply(*reply)
+                if outcome is not None:
+                    return outcome
+        except (OSError, smtplib.SMTPServerDisconnected) as error:
+            return self.abandon(error)
+        return None
+
+    def abandon(self, error: BaseException) -> Exchanged:
+        """Give up on the started exchange (the server went away or stayed silent too long)."""
+        flight = self._flight
+        self.close_quietly()
+        before = self._dropped(error, before=True) if flight.has_envelope else None
+        if flight.message_unanswered:
+            return self._dropped(error, before=False), before
+        return flight.finished, before
+
+    def _write(self, items: list[tuple[str, bytes]]) -> Exchanged | None:
+        assert self._smtp is not None and self._smtp.sock is not None
+        flight = self._flight
+        flight.awaiting.extend(stage for stage, _ in items)
+        # Should the write break off in the commands, the message may be complete.
+        flight.message_unanswered = flight.message_unanswered or "message" in flight.awaiting
+        try:
+            self._smtp.sock.sendall(b"".join(data for _, data in items))
+        except OSError as error:
+            return self.abandon(error)
+        return None
+
+    def _on_reply(self, code: int, text: bytes) -> Exchanged | None:
+        """Record one reply; the outcome once the exchange is over."""
+        flight = self._flight
+        stage = flight.awaiting.pop(0)
+        if stage == "message":
+            flight.message_unanswered = False
+            flight.finished = self._outcome("message", code, text)
+            if flight.finished is None:
+                self.messages_sent += 1
+            elif self._smtp is None:  # 421: the server is closing
+                return flight.finished, self._dropped(
+                    None, before=True
+                ) if flight.has_envelope else None
+            if not flight.has_envelope:
+                return flight.finished, None
+        else:
+            flight.replies.append((code, text))
+            if code >= 400 and not self.pipelining:
+                flight.unwritten = []  # one command at a time stops at the first refusal
+        if flight.awaiting:
+            return None
+        if flight.unwritten:
+            following, flight.unwritten = flight.unwritten[0], flight.unwritten[1:]
+            return self._write([following])
+        return flight.finished, self._check_envelope(flight.replies)
 
     def _dropped(self, error: BaseException | None, *, before: bool) -> ConnectionDropped:
         state = "before the message was sent" if before else "after the message"
         cause = f": {error}" if error is not None else ": the server closed it"
         return ConnectionDropped(f"connection dropped {state}{cause}", outcome_unknown=not before)
 
-    def _reply(self, sock: socket.socket) -> tuple[int, bytes]:
-        """Read one reply; pipelined ones mostly arrive in one ``recv``.
+    def _take_reply(self) -> tuple[int, bytes] | None:
+        """The first complete reply in the buffer, taken out of it; None until one is whole.
 
         smtplib's ``getreply`` reads line by line through a buffered file: fine for a greeting,
         a third of the sender's time at thousands of messages a second. Between transactions
         the server says nothing, so no byte is left over for smtplib's own reads (RSET, QUIT).
         """
-        text: list[bytes] = []
         buffer = self._buffer
+        text: list[bytes] = []
+        start = 0
         while True:
-            end = buffer.find(b"\r\n")
+            end = buffer.find(b"\r\n", start)
             if end < 0:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    self._buffer = b""
-                    raise smtplib.SMTPServerDisconnected("connection closed by the server")
-                buffer += chunk
-                continue
-            line, buffer = buffer[:end], buffer[end + 2 :]
+                return None
+            line = buffer[start:end]
+            start = end + 2
             text.append(line[4:])
             if line[3:4] != b"-":
                 break
-        self._buffer = buffer
+        self._buffer = buffer[start:]
         try:
             code = int(line[:3])
         except ValueError:
@@ -299,8 +354,7 @@ class SmtpConnection:
 
     def _check_envelope(self, replies: list[tuple[int, bytes]]) -> DeliveryError | None:
         """None when MAIL, RCPT and DATA were taken (the transaction is open), else the error."""
-        stages = ("MAIL", "RCPT", "DATA")
-        for stage, (code, text) in zip(stages, replies, strict=False):
+        for stage, (code, text) in zip(_ENVELOPE_STAGES, replies, strict=False):
             expected = 354 if stage == "DATA" else 250
             if code == expected:
                 continue
