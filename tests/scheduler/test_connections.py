@@ -1,0 +1,125 @@
+"""One sender thread drives every SMTP connection of a worker: the connections really work at
+once, and one that falls silent holds up neither the others nor its own reader for good."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+from aiosmtpd.smtp import Envelope, Session
+
+from newsletter.db import Database
+from newsletter.settings import Settings
+from scheduler.deliveries import State, delivery_counts, enqueue
+from scheduler.worker import run_worker
+from tests.conftest import RecordingHandler, SmtpServer, serving
+from tests.scheduler.delivery_helpers import (
+    FAST,
+    Pipelining,
+    add_readers,
+    make_render,
+    message_id_of,
+    reader_address,
+)
+
+MESSAGE = "campaign:lanes"
+
+
+@dataclass
+class SlowHandler(RecordingHandler):
+    """Takes ``delay`` seconds over each message and counts how many it is taking at once."""
+
+    delay: float = 0.2
+    taking: int = 0
+    most_at_once: int = 0
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            self.taking += 1
+            self.most_at_once = max(self.most_at_once, self.taking)
+        await asyncio.sleep(self.delay)
+        with self.lock:
+            self.taking -= 1
+        return await super().handle_DATA(server, session, envelope)
+
+
+@dataclass
+class PipeliningSlowHandler(Pipelining, SlowHandler):
+    pass
+
+
+@dataclass
+class FallsSilentHandler(Pipelining, RecordingHandler):
+    """Takes one reader's first message and then never answers on that connection."""
+
+    silent_for: str = reader_address(3)
+    fell_silent: list[str] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        if self.silent_for in envelope.rcpt_tos and not self.fell_silent:
+            self.fell_silent.append(message_id_of(envelope.original_content or b""))
+            await asyncio.sleep(30)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture(params=["pipelining", "one command at a time"])
+def slow_server(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
+    handler = PipeliningSlowHandler() if request.param == "pipelining" else SlowHandler()
+    with serving(handler) as server:
+        yield server
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_four_connections_carry_four_messages_at_once(
+    database: Database, slow_server: SmtpServer, settings_for: Callable[..., Settings]
+) -> None:
+    add_readers(database, 16)
+    enqueue(database, MESSAGE)
+    settings = settings_for(database, slow_server.url, send_concurrency=4)
+
+    run_worker(settings, database, make_render(), stop_event=threading.Event(), options=FAST)
+
+    handler = slow_server.handler
+    assert isinstance(handler, SlowHandler)
+    assert len(slow_server.messages) == 16
+    assert handler.most_at_once == 4  # every connection was busy with a message at one moment
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_connection_that_falls_silent_holds_up_no_one_and_its_reader_gets_the_message(
+    database: Database, settings_for: Callable[..., Settings]
+) -> None:
+    add_readers(database, 40)
+    enqueue(database, MESSAGE)
+    handler = FallsSilentHandler()
+    with serving(handler) as server:
+        settings = settings_for(database, server.url, send_concurrency=2)
+        report = run_worker(
+            settings,
+            database,
+            make_render(),
+            stop_event=threading.Event(),
+            options=replace(FAST, smtp_timeout=1.0),
+        )
+        received = {
+            address: [message_id_of(mail.raw) for mail in server.to(address)]
+            for address in map(reader_address, range(40))
+        }
+        last_two = [mail.rcpt_tos[0] for mail in server.messages[-2:]]
+
+    # The silent connection's message may have been taken: it is resent with the same
+    # Message-ID, counted uncertain, and everyone else's went out meanwhile.
+    assert handler.fell_silent
+    assert received[handler.silent_for] == handler.fell_silent
+    # The others did not wait for its timeout: only the reader whose envelope went out with
+    # the silent message, on the same connection, came after it.
+    assert handler.silent_for in last_two
+    assert all(len(ids) == 1 for address, ids in received.items() if address != handler.silent_for)
+    assert report.counts.get("uncertain") == 1
+    with database.session() as session:
+        counts = delivery_counts(session, MESSAGE)
+    assert counts[State.SENT.value] == 40
