@@ -564,10 +564,21 @@ class Sender:
         readable, _, _ = select.select(flying, [], [], timeout)
         for lane in readable:
             self.guarded(lane, lambda: self.on_readable(lane))  # noqa: B023
+        self.give_up_on_silent(flying)
+
+    def give_up_on_silent(self, lanes: list[Lane]) -> None:
+        """Abandon the exchanges past their deadline that have nothing to read: a reply that
+        came while the loop was busy elsewhere (reconnecting another lane, say) still counts."""
         now = time.monotonic()
-        for lane in flying:
-            if lane.flight is not None and lane.flight.deadline <= now:
-                silent = TimeoutError(f"no reply within {self.worker.options.smtp_timeout} s")
+        late = [lane for lane in lanes if lane.flight is not None and lane.flight.deadline <= now]
+        if not late:
+            return
+        answered, _, _ = select.select(late, [], [], 0)
+        silent = TimeoutError(f"no reply within {self.worker.options.smtp_timeout} s")
+        for lane in late:
+            if lane in answered:
+                self.guarded(lane, lambda: self.on_readable(lane))  # noqa: B023
+            else:
                 self.guarded(lane, lambda: self.land(lane, lane.connection.abandon(silent)))  # noqa: B023
 
     def guarded(self, lane: Lane, action: Callable[[], None]) -> None:
@@ -623,6 +634,8 @@ class Sender:
         outcome = lane.connection.poll()
         if outcome is not None:
             self.land(lane, outcome)
+        elif lane.flight is not None:  # a reply came (one command at a time): wait afresh
+            lane.flight.deadline = time.monotonic() + self.worker.options.smtp_timeout
 
     def land(self, lane: Lane, outcome: Exchanged) -> None:
         """Give the outcomes of a finished exchange; keep the delivery whose envelope was taken."""
