@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -506,6 +507,8 @@ class Sender:
             for _ in range(worker.concurrency)
         ]
         self.status = ReaderStatus(worker.database.url)
+        # Taken from the queue and rendered while every lane waited for its server.
+        self.ahead: deque[tuple[ClaimedDelivery, bytes | Outcome]] = deque()
         self.stopping = False  # the queue said stop: finish what is under way, take nothing
 
     def run(self) -> None:
@@ -519,8 +522,10 @@ class Sender:
             self.status.close()
 
     def quiet(self) -> bool:
-        """True when no lane has an exchange under way or a message held."""
-        return all(lane.flight is None and lane.held is None for lane in self.lanes)
+        """True when no lane has an exchange under way or a message held, none is rendered."""
+        return not self.ahead and all(
+            lane.flight is None and lane.held is None for lane in self.lanes
+        )
 
     def fill_lanes(self) -> None:
         """Start an exchange on every lane without one: the next delivery, or the held message
@@ -528,25 +533,46 @@ class Sender:
         for lane in self.lanes:
             if lane.flight is not None:
                 continue
-            delivery = self.next_delivery()
-            if delivery is not None:
+            taken = self.next_delivery()
+            if taken is not None:
+                delivery, data = taken
                 lane.owed[delivery.id] = delivery
-                self.guarded(lane, lambda: self.step(lane, delivery))  # noqa: B023 (called at once)
+                self.guarded(lane, lambda: self.step(lane, delivery, data))  # noqa: B023
             elif lane.held is not None:
                 self.guarded(lane, lambda: self.send_held(lane))  # noqa: B023
+        if all(lane.flight is not None for lane in self.lanes):
+            self.render_ahead()
 
-    def next_delivery(self) -> ClaimedDelivery | None:
-        """The next delivery to start, or None: none queued, no rate slot yet, or stopping.
-        Waits for the queue only when nothing is under way."""
-        if self.stopping or not self.worker.limiter.ready():
+    def next_delivery(self) -> tuple[ClaimedDelivery, bytes | Outcome] | None:
+        """The next delivery to start and its ``DATA``, or None: none queued, no rate slot yet,
+        or stopping. Waits for the queue only when nothing is under way."""
+        if not self.worker.limiter.ready():
+            return None
+        if self.ahead:
+            return self.ahead.popleft()
+        delivery = self.take(block=self.quiet())
+        return None if delivery is None else (delivery, self.worker.prepare(delivery))
+
+    def take(self, *, block: bool) -> ClaimedDelivery | None:
+        """The next delivery from the queue; None when it is empty or says stop."""
+        if self.stopping:
             return None
         try:
-            delivery = self.worker.work.get(block=self.quiet())
+            delivery = self.worker.work.get(block=block)
         except queue.Empty:
             return None
         if delivery is None:
             self.stopping = True
         return delivery
+
+    def render_ahead(self) -> None:
+        """While every connection waits for its server, render the next deliveries (at most
+        one a connection): the CPU work overlaps the round trips instead of following them."""
+        while len(self.ahead) < len(self.lanes):
+            delivery = self.take(block=False)
+            if delivery is None:
+                return
+            self.ahead.append((delivery, self.worker.prepare(delivery)))
 
     def await_replies(self) -> None:
         """Act on the replies that arrive before the next rate slot or the earliest deadline."""
@@ -554,12 +580,12 @@ class Sender:
         now = time.monotonic()
         wait = self.worker.limiter.next_slot - now
         if not flying:
-            if wait > 0 and not self.stopping:
+            if wait > 0 and (self.ahead or not self.stopping):
                 time.sleep(wait)
             return
         earliest = min(lane.flight.deadline for lane in flying if lane.flight is not None)
         timeout = max(0.0, earliest - now)
-        if wait > 0 and not self.worker.work.empty():
+        if wait > 0 and (self.ahead or not self.worker.work.empty()):
             timeout = min(timeout, wait)
         readable, _, _ = select.select(flying, [], [], timeout)
         for lane in readable:
@@ -596,9 +622,8 @@ class Sender:
         lane.owed.pop(outcome.delivery.id, None)
         self.worker.results.put(outcome)
 
-    def step(self, lane: Lane, delivery: ClaimedDelivery) -> None:
+    def step(self, lane: Lane, delivery: ClaimedDelivery, data: bytes | Outcome) -> None:
         worker = self.worker
-        data = worker.prepare(delivery)
         if isinstance(data, Outcome):
             self.give(lane, data)
             return
