@@ -83,6 +83,14 @@ class Compiled:
     text_bound: int | None  # longest text line before printed values; None: unknown
     html_bound: int | None
 
+    @property
+    def crlf_only(self) -> bool:
+        """True when every line break the template can output is CRLF. The lexer writes the
+        template's own line breaks as CRLF and printed values cannot hold CR or LF (the sandbox's
+        ``finalize``), so only statements that transform output (a ``filter`` block, macros,
+        loops) could add others: the line bounds are known only for templates without them."""
+        return self.text_bound is not None and self.html_bound is not None
+
 
 # ---------------------------------------------------------------- escaping
 

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from newsletter.settings import Settings
 from templates.compile import Compiled, compile_content, render_parts
-from templates.message import Envelope, assemble, header
+from templates.message import CrlfMessage, Envelope, assemble, crlf_only, header
 from templates.model import Content, Links, Reader
 from templates.signing import load_key, sign
 
@@ -67,7 +67,11 @@ def render(
     plain-text part written from the same source, ``From``, ``To``, ``Subject``, ``Date`` (``now``,
     default the current time), the given ``Message-ID``, ``List-Id``, ``List-Unsubscribe`` (https
     URL and mailto) with ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``; DKIM-signed when
-    ``settings.dkim_key`` is set. Raises ``TemplateError`` naming the content and the problem."""
+    ``settings.dkim_key`` is set. Raises ``TemplateError`` naming the content and the problem.
+
+    The result is a ``CrlfMessage`` (a ``bytes``) when every line of it is known to end in CRLF,
+    which is the case for templates without output-transforming statements (see
+    ``Compiled.crlf_only``)."""
     prepared = prepare(content, settings)
     compiled = prepared.compiled
     parts = render_parts(
@@ -83,14 +87,19 @@ def render(
         html_bound=compiled.html_bound,
         message_id_value=message_id,
         now=now,
+        crlf=compiled.crlf_only,
     )
     if settings.dkim_key is not None:
-        message = sign(
+        signed = sign(
             message,
             key=load_key(settings.dkim_key),
             selector=settings.dkim_selector,
             domain=compiled.sender.domain,
         )
+        # The signature header is dkimpy's: its few hundred bytes are checked rather than trusted.
+        if isinstance(message, CrlfMessage) and crlf_only(signed[: len(signed) - len(message)]):
+            return CrlfMessage(signed)
+        return signed
     return message
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from newsletter.settings import Settings
 from scheduler.deliveries import ClaimedDelivery, Recipient
 from scheduler.rendering import plain_render
 from scheduler.smtp import SmtpReady, prepare_data
+from templates import Content, Links, Reader, render
+from templates.message import CrlfMessage
 
 
 def claimed(email: str, message: str = "campaign:test") -> ClaimedDelivery:
@@ -36,3 +39,38 @@ def test_the_placeholder_renderer_vouches_only_for_clean_lines() -> None:
     raw = plain_render(broken, broken.recipient, sender="a@example.org", size=100)
     assert not isinstance(raw, SmtpReady)
     assert b"\r\n..y" in prepare_data(raw)
+
+
+def test_a_message_vouched_crlf_only_gets_its_leading_dots_doubled() -> None:
+    assert prepare_data(CrlfMessage(b"Subject: x\r\n\r\n.one\r\ntwo.\r\n..three\r\n")) == (
+        b"Subject: x\r\n\r\n..one\r\ntwo.\r\n...three\r\n.\r\n"
+    )
+
+
+SETTINGS = Settings(sender="Gut Health Letter <news@example.org>", base_url="https://n.example.org")
+LINKS = Links("https://n.example.org/unsubscribe/t", "https://n.example.org/preferences/t")
+
+
+def rendered(body: str) -> bytes:
+    content = Content(subject="S", body=body, source="test.md")
+    return render(
+        content, Reader("r@example.org", "R"), LINKS, message_id="<m@x>", settings=SETTINGS
+    )
+
+
+def test_a_rendered_line_starting_with_a_dot_is_doubled_on_the_wire() -> None:
+    raw = rendered("First paragraph.\n\n.5 mg a day is the dose.\n")
+    assert isinstance(raw, CrlfMessage)  # the renderer vouches for its line endings
+    assert b"\r\n.5 mg" in raw
+    data = prepare_data(raw)
+    assert b"\r\n..5 mg" in data and b"\r\n.5 mg" not in data
+    assert data == prepare_data(bytes(raw))  # what the full scan of plain bytes gives
+
+
+def test_a_template_that_writes_a_bare_lf_is_not_vouched_for_and_gets_crlf_on_the_wire() -> None:
+    raw = rendered('{% filter replace("x", "\\n") %}axb{% endfilter %}\n')
+    assert not isinstance(raw, CrlfMessage)
+    assert b"a\nb" in raw and b"a\r\nb" not in raw
+    data = prepare_data(raw)
+    assert b"a\r\nb" in data
+    assert data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r")

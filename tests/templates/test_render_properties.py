@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from newsletter.settings import Settings
 from templates import Content, Links, Reader, render
+from templates.message import CrlfMessage, crlf_only
 
 SETTINGS = Settings(sender="Gut Health Letter <news@example.org>", base_url="https://n.example.org")
 LINKS = Links("https://n.example.org/unsubscribe/t", "https://n.example.org/preferences/t")
@@ -47,6 +48,8 @@ def test_no_name_or_subject_adds_a_header_and_every_copy_parses_back(
     )
     assert raw.isascii()
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    # The renderer vouches for its line endings (the sender then skips its scan): rightly.
+    assert isinstance(raw, CrlfMessage) and crlf_only(raw)
     message = message_from_bytes(raw, policy=policy.default)
     assert isinstance(message, EmailMessage)
     assert {key.lower() for key in message} == EXPECTED_HEADERS
