@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from newsletter.errors import DeliveryError
-from templates.message import CrlfMessage
+from templates.message import CrlfMessage, SmtpReady
 
 
 class TemporaryFailure(DeliveryError):
@@ -57,19 +57,15 @@ def redact(text: str) -> str:
     return _ADDRESS.sub("<address>", text)
 
 
-class SmtpReady(CrlfMessage):
-    """Message bytes its renderer vouches for: CRLF line ends only, no line that starts with a
-    dot, a CRLF at the end. ``prepare_data`` then only adds the final dot, where it would
-    otherwise scan every byte (about 40 µs for 28 KB, a fifth of a message's CPU time)."""
-
-
 def prepare_data(message: bytes) -> bytes:
     """The ``DATA`` payload: CRLF line endings, leading dots doubled, the final dot added.
 
-    Any bytes are accepted. A ``CrlfMessage`` (what ``templates.render`` returns when it can
-    vouch for its line endings) costs one replace (``b"\r\n."``, three bytes, is found faster
-    than ``b"\n."``); other bytes cost two counts more, and a rewrite if they hold a bare LF or
-    CR; ``SmtpReady`` costs nothing.
+    Any bytes are accepted. ``SmtpReady`` bytes (vouched for by their renderer: CRLF line ends
+    only, no line that starts with a dot, a CRLF at the end) cost nothing, where a scan of every
+    byte costs about 20 µs for 20 KB. A ``CrlfMessage`` (what ``templates.render`` returns when it
+    can vouch for its line endings but not for dots) costs one replace (``b"\r\n."``, three
+    bytes, is found faster than ``b"\n."``); other bytes cost two counts more, and a rewrite if
+    they hold a bare LF or CR.
     """
     if isinstance(message, SmtpReady):
         return message + b".\r\n"

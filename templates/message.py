@@ -35,6 +35,11 @@ class CrlfMessage(bytes):
     double the dots that start lines, without scanning for line endings first."""
 
 
+class SmtpReady(CrlfMessage):
+    """A ``CrlfMessage`` in which no line starts with a dot either: SMTP's ``DATA`` carries it
+    as it is, followed by the final dot."""
+
+
 def crlf_only(data: bytes) -> bool:
     """True when every LF in ``data`` ends a CRLF and every CR starts one."""
     crlf = data.count(b"\r\n")
@@ -189,12 +194,16 @@ def assemble(
     message_id_value: str,
     now: datetime | None,
     crlf: bool = False,
+    dot_free: bool = False,
 ) -> bytes:
     """One reader's complete message: headers, then the text and HTML parts.
 
     With ``crlf`` (the caller's word that ``parts`` break lines with CRLF only), the result is a
     ``CrlfMessage``: the headers and MIME lines written here break lines with CRLF only, and a
-    part is checked when quoted-printable encoding has rewritten its lines."""
+    part is checked when quoted-printable encoding has rewritten its lines. With ``dot_free``
+    too (the caller's word that only printed values could start a line of ``parts`` with a
+    dot) and no printed value starting with one, it is ``SmtpReady``: no header line written
+    here starts with a dot, and quoted-printable parts are not vouched for."""
     email = address_of(reader.email)
     name = one_line(reader.name)[:MAX_NAME] if reader.name else ""
     to_line = header("To", formataddr((name, email)) if name else email)
@@ -219,6 +228,7 @@ def assemble(
         text_bytes = binascii.b2a_qp(text_bytes, istext=True)
         # b2a_qp breaks lines with CRLF only if the text's first line break is one.
         crlf = crlf and crlf_only(text_bytes)
+        dot_free = False
     html_bytes = parts.html.encode("ascii", "xmlcharrefreplace")
     # The boundary holds a ' which escaped values never do, and the template was checked for it.
     short = html_bound is not None and html_bound + parts.html_printed <= MAX_LINE
@@ -228,6 +238,7 @@ def assemble(
         html_head = envelope.html_qp
         html_bytes = binascii.b2a_qp(html_bytes, istext=True)
         crlf = crlf and crlf_only(html_bytes)
+        dot_free = False
     message = b"".join(
         (
             envelope.from_line,
@@ -245,4 +256,8 @@ def assemble(
             envelope.close,
         )
     )
-    return CrlfMessage(message) if crlf else message
+    if not crlf:
+        return message
+    if dot_free and not parts.dotted_values:
+        return SmtpReady(message)
+    return CrlfMessage(message)

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from newsletter.settings import Settings
 from templates.compile import Compiled, compile_content, render_parts
-from templates.message import CrlfMessage, Envelope, assemble, crlf_only, header
+from templates.message import CrlfMessage, Envelope, SmtpReady, assemble, crlf_only, header
 from templates.model import Content, Links, Reader
 from templates.signing import load_key, sign
 
@@ -71,7 +71,7 @@ def render(
 
     The result is a ``CrlfMessage`` (a ``bytes``) when every line of it is known to end in CRLF,
     which is the case for templates without output-transforming statements (see
-    ``Compiled.crlf_only``)."""
+    ``Compiled.crlf_only``), and ``SmtpReady`` when no line can start with a dot either."""
     prepared = prepare(content, settings)
     compiled = prepared.compiled
     parts = render_parts(
@@ -88,6 +88,7 @@ def render(
         message_id_value=message_id,
         now=now,
         crlf=compiled.crlf_only,
+        dot_free=not compiled.static_dots,
     )
     if settings.dkim_key is not None:
         signed = sign(
@@ -97,9 +98,12 @@ def render(
             domain=compiled.sender.domain,
         )
         # The signature header is dkimpy's: its few hundred bytes are checked rather than trusted.
-        if isinstance(message, CrlfMessage) and crlf_only(signed[: len(signed) - len(message)]):
-            return CrlfMessage(signed)
-        return signed
+        header_lines = signed[: len(signed) - len(message)]
+        if not isinstance(message, CrlfMessage) or not crlf_only(header_lines):
+            return signed
+        if isinstance(message, SmtpReady) and b"\n." not in header_lines:
+            return SmtpReady(signed)
+        return CrlfMessage(signed)
     return message
 
 

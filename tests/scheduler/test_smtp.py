@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from campaigns import load_campaign, system_email
 from newsletter.settings import Settings
 from scheduler.deliveries import ClaimedDelivery, Recipient
 from scheduler.rendering import plain_render
@@ -60,11 +63,28 @@ def rendered(body: str) -> bytes:
 
 def test_a_rendered_line_starting_with_a_dot_is_doubled_on_the_wire() -> None:
     raw = rendered("First paragraph.\n\n.5 mg a day is the dose.\n")
-    assert isinstance(raw, CrlfMessage)  # the renderer vouches for its line endings
+    # The renderer vouches for its line endings, not for dots: the sender doubles them.
+    assert isinstance(raw, CrlfMessage) and not isinstance(raw, SmtpReady)
     assert b"\r\n.5 mg" in raw
     data = prepare_data(raw)
     assert b"\r\n..5 mg" in data and b"\r\n.5 mg" not in data
     assert data == prepare_data(bytes(raw))  # what the full scan of plain bytes gives
+
+
+def test_a_copy_without_lines_starting_with_a_dot_goes_out_unscanned() -> None:
+    raw = rendered("Hello {{ reader.name }}.\n")
+    assert isinstance(raw, SmtpReady)  # MRML's style line starting with a dot is indented
+    assert b"\n." not in raw
+    assert prepare_data(raw) == prepare_data(bytes(raw)) == raw + b".\r\n"
+
+
+def test_a_printed_value_starting_with_a_dot_is_doubled_when_it_starts_a_line() -> None:
+    content = Content(subject="S", body="Dear\n{{ reader.name }}\n", source="test.md")
+    raw = render(
+        content, Reader("r@example.org", ".R"), LINKS, message_id="<m@x>", settings=SETTINGS
+    )
+    assert isinstance(raw, CrlfMessage) and not isinstance(raw, SmtpReady)
+    assert prepare_data(raw) == prepare_data(bytes(raw))
 
 
 def test_a_template_that_writes_a_bare_lf_is_not_vouched_for_and_gets_crlf_on_the_wire() -> None:
@@ -74,3 +94,13 @@ def test_a_template_that_writes_a_bare_lf_is_not_vouched_for_and_gets_crlf_on_th
     data = prepare_data(raw)
     assert b"a\r\nb" in data
     assert data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r")
+
+
+@pytest.mark.parametrize("kind", ["confirmation", "welcome", "unsubscribed"])
+def test_the_shipped_emails_need_no_dot_scan_on_the_wire(kind: str) -> None:
+    for content in (system_email(kind), load_campaign("vitamin-k2-bone-health").content):
+        raw = render(
+            content, Reader("r@example.org", "Ann"), LINKS, message_id="<s@x>", settings=SETTINGS
+        )
+        assert isinstance(raw, SmtpReady)
+        assert b"\n." not in raw and prepare_data(raw) == prepare_data(bytes(raw))
