@@ -558,7 +558,9 @@ class Parts:
 def render_parts(compiled: Compiled, context: dict[str, Any]) -> Parts:
     """The subject, HTML and text of one reader's copy (line ends are CRLF)."""
     template = compiled.template
-    state = template.new_context(context)
+    # Shared: the context is used as it is, not merged into a copy of the globals (there are
+    # none: ``sandbox.make_environment`` clears them).
+    state = template.new_context(context, shared=True)
     printed = [0, 0, 0]
     state.eval_ctx.printed = printed  # type: ignore[attr-defined]
     try:

@@ -28,6 +28,7 @@ class Prepared:
 
 
 _prepared: dict[tuple[Content, str, str, str], Prepared] = {}
+_last: tuple[tuple[Content, str, str, str], Prepared] | None = None
 _lock = threading.Lock()
 MAX_PREPARED = 64
 
@@ -41,8 +42,13 @@ def prepare(content: Content, settings: Settings) -> Prepared:
         settings.postal_address,
         settings.medical_disclaimer,
     )
+    last = _last
+    # The same content object as the last call's (the loaders keep one a file version): no hash.
+    if last is not None and last[0][0] is content and last[0][1:] == key[1:]:
+        return last[1]
     found = _prepared.get(key)
     if found is not None:
+        _remember(key, found)
         return found
     compiled = compile_content(content, key[1], key[2], key[3])
     subject_line = None if compiled.personal_subject else header("Subject", compiled.subject_text)
@@ -51,7 +57,13 @@ def prepare(content: Content, settings: Settings) -> Prepared:
         if len(_prepared) >= MAX_PREPARED:
             _prepared.clear()
         _prepared[key] = found
+    _remember(key, found)
     return found
+
+
+def _remember(key: tuple[Content, str, str, str], prepared: Prepared) -> None:
+    global _last
+    _last = (key, prepared)
 
 
 def render(
@@ -111,6 +123,8 @@ def clear_caches() -> None:
     """Forget every compiled email (after a template file changes)."""
     from templates import compile as compile_module
 
+    global _last
     with _lock:
         _prepared.clear()
+        _last = None
     compile_module.clear_caches()
