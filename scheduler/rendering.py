@@ -1,9 +1,11 @@
 """The renderer the worker calls: a message key and a reader to the bytes of their copy.
 
 ``Renderer`` turns ``campaign:NAME``, ``sequence:NAME:STEP_ID`` and ``system:KIND[:SUFFIX]`` into
-content (read once per version of its file: the loaders cache it), builds the reader's signed
-links from ``NEWSLETTER_BASE_URL`` and the instance secret, and calls ``templates.render`` with
-the delivery's Message-ID. ``plain_render`` (a small text message) serves tests and benchmarks.
+content (read once per version of its file: the loaders cache it, and ``content_for`` asks them
+at most once a second per key), builds the reader's signed links from ``NEWSLETTER_BASE_URL``
+and the instance secret (``SignedLinks``: each signed when a template first reads it), and calls
+``templates.render`` with the delivery's Message-ID. ``plain_render`` (a small text message)
+serves tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from newsletter.errors import NotFoundError
 from newsletter.settings import Settings
 from scheduler.deliveries import ClaimedDelivery, Recipient, State
 from scheduler.smtp import SmtpReady
-from subscribers.tokens import Purpose, signed_url
+from subscribers.tokens import Purpose, UrlSigner, token_payload
 from templates import Content, Links, Reader, render
+from templates.sandbox import allow_fields
 
 _FILLER = b"This line pads the message to the size a real newsletter has, for measurements.\r\n"
 
@@ -105,8 +108,7 @@ def _sequence(name: str) -> Sequence:
     return cached[1]
 
 
-def content_for(message: str, root: Path | None = None) -> Content:
-    """The content of a message key; ``NotFoundError`` for a key of no known kind."""
+def _load_content(message: str, root: Path | None) -> Content:
     kind, _, rest = message.partition(":")
     if kind == "campaign" and rest:
         return load_campaign(rest, root).content
@@ -120,6 +122,78 @@ def content_for(message: str, root: Path | None = None) -> Content:
     )
 
 
+CONTENT_RECHECK = 1.0  # seconds between two looks at the files behind one message key
+MAX_CONTENTS = 256
+_contents: dict[tuple[str, Path | None], tuple[float, Content]] = {}
+
+
+def content_for(message: str, root: Path | None = None) -> Content:
+    """The content of a message key; ``NotFoundError`` for a key of no known kind.
+
+    The loaders notice an edited file by its modification time, which costs a few ``stat`` calls
+    and a directory listing: a worker asks for every reader, so each key's answer is kept for
+    ``CONTENT_RECHECK`` seconds, and an edit takes effect within about a second. Errors are
+    never kept: a key that fails is looked up again on the next call.
+    """
+    kind, _, rest = message.partition(":")
+    if kind == "system":
+        message = "system:" + rest.partition(":")[0]  # the suffix only tells copies apart
+    key = (message, root)
+    now = time.monotonic()
+    cached = _contents.get(key)
+    if cached is not None and now - cached[0] < CONTENT_RECHECK:
+        return cached[1]
+    content = _load_content(message, root)
+    if len(_contents) >= MAX_CONTENTS:
+        _contents.clear()
+    _contents[key] = (now, content)
+    return content
+
+
+class LinkSigners:
+    """A ``UrlSigner`` for each purpose, for one base URL and secret (built once a renderer)."""
+
+    def __init__(self, base_url: str, secret_key: str) -> None:
+        signers = {purpose: UrlSigner(base_url, secret_key, purpose) for purpose in Purpose}
+        self.unsubscribe = signers[Purpose.UNSUBSCRIBE].url
+        self.preferences = signers[Purpose.PREFERENCES].url
+        self.report = signers[Purpose.REPORT].url
+        self.confirm = signers[Purpose.CONFIRM].url
+
+
+class SignedLinks(Links):
+    """A reader's ``Links``, signed with the reader's payload encoded once. Every copy shows
+    ``unsubscribe`` and ``preferences``; ``report`` and ``confirm`` are signed when first read,
+    so that a copy signs only the links it shows: a campaign never shows ``confirm``
+    (confirmation emails do), nor ``report`` to a reader who has the report. Reads like
+    ``Links`` everywhere (templates, ``assemble``); ``dataclasses.replace`` is not supported."""
+
+    _signers: LinkSigners
+    _payload: bytes
+
+    def __init__(self, signers: LinkSigners, subscriber_key: str, web_version: str | None) -> None:
+        payload = token_payload(subscriber_key)
+        # Links is frozen: the fields are set as its own __init__ sets them.
+        setattr_ = object.__setattr__
+        setattr_(self, "unsubscribe", signers.unsubscribe(payload))
+        setattr_(self, "preferences", signers.preferences(payload))
+        setattr_(self, "web_version", web_version)
+        setattr_(self, "unsubscribe_mailto", None)
+        setattr_(self, "_signers", signers)
+        setattr_(self, "_payload", payload)
+
+    @functools.cached_property
+    def report(self) -> str:
+        return self._signers.report(self._payload)
+
+    @functools.cached_property
+    def confirm(self) -> str:
+        return self._signers.confirm(self._payload)
+
+
+allow_fields(SignedLinks, frozenset(Links.__dataclass_fields__))
+
+
 class Renderer:
     """The worker's ``Render``: each reader's real copy of each message."""
 
@@ -129,6 +203,7 @@ class Renderer:
         self.settings = settings
         self.database = database
         self.secret_key = database.secret_key(settings)
+        self._signers = LinkSigners(settings.base_url, self.secret_key)
         self.content_root = content_root
         postgres = database.url.startswith("postgres")
         self._engine = create_engine(
@@ -166,16 +241,8 @@ class Renderer:
         )
 
     def links(self, key: str, content: Content) -> Links:
-        def link(purpose: Purpose) -> str:
-            return signed_url(self.settings.base_url, self.secret_key, purpose, key)
-
-        return Links(
-            unsubscribe=link(Purpose.UNSUBSCRIBE),
-            preferences=link(Purpose.PREFERENCES),
-            report=link(Purpose.REPORT),
-            confirm=link(Purpose.CONFIRM),
-            web_version=content.web_url,
-        )
+        """The reader's links (signed when a template first reads them)."""
+        return SignedLinks(self._signers, key, content.web_url)
 
     def has_report(self, subscriber_id: int) -> bool:
         """True once a delivery carrying the free report was sent to the reader.

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from newsletter.errors import DeliveryError
+from templates.message import CrlfMessage, SmtpReady
 
 
 class TemporaryFailure(DeliveryError):
@@ -56,21 +57,19 @@ def redact(text: str) -> str:
     return _ADDRESS.sub("<address>", text)
 
 
-class SmtpReady(bytes):
-    """Message bytes its renderer vouches for: CRLF line ends only, no line that starts with a
-    dot, a CRLF at the end. ``prepare_data`` then only adds the final dot, where it would
-    otherwise scan every byte (about 40 µs for 28 KB, a fifth of a message's CPU time)."""
-
-
 def prepare_data(message: bytes) -> bytes:
     """The ``DATA`` payload: CRLF line endings, leading dots doubled, the final dot added.
 
-    A message already in CRLF form (what the renderer makes) costs two counts and a replace
-    (``b"\r\n."``, three bytes, is found faster than ``b"\n."``); ``SmtpReady`` costs nothing.
+    Any bytes are accepted. ``SmtpReady`` bytes (vouched for by their renderer: CRLF line ends
+    only, no line that starts with a dot, a CRLF at the end) cost nothing, where a scan of every
+    byte costs about 20 µs for 20 KB. A ``CrlfMessage`` (what ``templates.render`` returns when it
+    can vouch for its line endings but not for dots) costs one replace (``b"\r\n."``, three
+    bytes, is found faster than ``b"\n."``); other bytes cost two counts more, and a rewrite if
+    they hold a bare LF or CR.
     """
     if isinstance(message, SmtpReady):
         return message + b".\r\n"
-    if message.count(b"\n") != message.count(b"\r\n"):
+    if not isinstance(message, CrlfMessage) and message.count(b"\n") != message.count(b"\r\n"):
         message = _LINE_ENDINGS.sub(b"\r\n", message)  # bare LF (or CR): the slow path
     message = message.replace(b"\r\n.", b"\r\n..")
     if message.startswith(b"."):

@@ -82,6 +82,15 @@ class Compiled:
     text_source: str
     text_bound: int | None  # longest text line before printed values; None: unknown
     html_bound: int | None
+    static_dots: bool  # a line may start with a dot whatever the printed values are
+
+    @property
+    def crlf_only(self) -> bool:
+        """True when every line break the template can output is CRLF. The lexer writes the
+        template's own line breaks as CRLF and printed values cannot hold CR or LF (the sandbox's
+        ``finalize``), so only statements that transform output (a ``filter`` block, macros,
+        loops) could add others: the line bounds are known only for templates without them."""
+        return self.text_bound is not None and self.html_bound is not None
 
 
 # ---------------------------------------------------------------- escaping
@@ -368,7 +377,7 @@ def _compile(content: Content, sender: Sender, postal_address: str, disclaimer: 
     disclaimer = _clean(disclaimer)
     source, protected = assemble(content, sender, postal_address, disclaimer)
     compiled_html, digest = compile_mjml(source)
-    html_source = wrap_html(_ascii_html(protected.restore(compiled_html)))
+    html_source = _style_dots(wrap_html(_ascii_html(protected.restore(compiled_html))))
     text = text_source(content, sender, postal_address, disclaimer)
     subject_text = " ".join(content.subject.split())
     personal_subject = bool(JINJA_PATTERN.search(content.subject))
@@ -393,7 +402,45 @@ def _compile(content: Content, sender: Sender, postal_address: str, disclaimer: 
         text_source=text,
         text_bound=line_bound(text),
         html_bound=line_bound(html_source),
+        static_dots=may_start_a_line_with_a_dot(text) or may_start_a_line_with_a_dot(html_source),
     )
+
+
+_STYLE = re.compile(r"(<style\b[^>]*>)(.*?)(</style>)", re.DOTALL | re.IGNORECASE)
+_LINE_DOT = re.compile(r"([\r\n])\.")
+
+
+def _style_dots(html: str) -> str:
+    """``html`` with each style sheet line that starts with a dot (MRML writes
+    ``.mj-outlook-group-fix`` so) indented by a space, which CSS ignores: a copy without lines
+    that start with a dot goes to the SMTP server without a scan for them."""
+    if "<style" not in html:
+        return html
+    return _STYLE.sub(
+        lambda match: match.group(1) + _LINE_DOT.sub(r"\1 .", match.group(2)) + match.group(3),
+        html,
+    )
+
+
+_LINE_BREAK_DOT = re.compile(r"[\r\n]\.")
+
+
+def may_start_a_line_with_a_dot(source: str) -> bool:
+    """False when no output line of the template ``source`` can start with a dot unless a printed
+    value does (for templates of text, ``{{ }}``, ``if`` and ``raw`` only: see ``line_bound``).
+
+    Read from Jinja's own tokens: a line can start with static text at the start, after a line
+    break, after values (which may print nothing), and after any statement (which may skip
+    what stands before it, ``endif`` for one). The test errs towards True."""
+    line_start = True
+    for _, kind, value in HTML_ENV.lex(source):
+        if kind in ("block_end", "raw_begin", "raw_end"):
+            line_start = True
+        elif kind == "data" and value:  # static text, raw blocks' included
+            if (line_start and value.startswith(".")) or _LINE_BREAK_DOT.search(value):
+                return True
+            line_start = value[-1] in "\r\n"
+    return False
 
 
 _CONSTRUCT = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
@@ -505,13 +552,16 @@ class Parts:
     text: str
     html_printed: int
     text_printed: int
+    dotted_values: int = 0  # printed values that start with a dot
 
 
 def render_parts(compiled: Compiled, context: dict[str, Any]) -> Parts:
     """The subject, HTML and text of one reader's copy (line ends are CRLF)."""
     template = compiled.template
-    state = template.new_context(context)
-    printed = [0, 0]
+    # Shared: the context is used as it is, not merged into a copy of the globals (there are
+    # none: ``sandbox.make_environment`` clears them).
+    state = template.new_context(context, shared=True)
+    printed = [0, 0, 0]
     state.eval_ctx.printed = printed  # type: ignore[attr-defined]
     try:
         try:
@@ -527,7 +577,7 @@ def render_parts(compiled: Compiled, context: dict[str, Any]) -> Parts:
         start = out.find("\x00") + 1
         subject = out[: start - 1]
     middle = out.find("\x00", start)
-    return Parts(subject, out[middle + 1 :], out[start:middle], printed[0], printed[1])
+    return Parts(subject, out[middle + 1 :], out[start:middle], printed[0], printed[1], printed[2])
 
 
 def clear_caches() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import binascii
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
@@ -26,6 +27,23 @@ MAX_LINE = 998
 MAX_NAME = 200  # a display name is cut to this in the To header (the store keeps 200)
 _SAFE_URL = re.compile(r"[!-~]+")  # printable ASCII, no spaces
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class CrlfMessage(bytes):
+    """Message bytes whose every line ends in CRLF, the last one included, with no CR or LF
+    elsewhere: what ``render`` returns when it can vouch for that, so that a sender only has to
+    double the dots that start lines, without scanning for line endings first."""
+
+
+class SmtpReady(CrlfMessage):
+    """A ``CrlfMessage`` in which no line starts with a dot either: SMTP's ``DATA`` carries it
+    as it is, followed by the final dot."""
+
+
+def crlf_only(data: bytes) -> bool:
+    """True when every LF in ``data`` ends a CRLF and every CR starts one."""
+    crlf = data.count(b"\r\n")
+    return data.count(b"\n") == crlf and data.count(b"\r") == crlf
 
 
 def one_line(value: str) -> str:
@@ -137,6 +155,20 @@ class Envelope:
 _last_date: tuple[datetime, bytes] | None = None
 
 
+_current_date: tuple[int, bytes] = (-1, b"")
+
+
+def current_date_line() -> bytes:
+    """``Date:`` for the current time, formatted once a second (the header shows whole seconds)."""
+    global _current_date
+    second = int(time.time())
+    cached = _current_date
+    if cached[0] != second:
+        cached = (second, date_line(datetime.fromtimestamp(second, UTC)))
+        _current_date = cached
+    return cached[1]
+
+
 def date_line(now: datetime) -> bytes:
     """``Date:`` for ``now`` (an aware datetime), remembered for the next reader."""
     global _last_date
@@ -161,8 +193,17 @@ def assemble(
     html_bound: int | None,
     message_id_value: str,
     now: datetime | None,
+    crlf: bool = False,
+    dot_free: bool = False,
 ) -> bytes:
-    """One reader's complete message: headers, then the text and HTML parts."""
+    """One reader's complete message: headers, then the text and HTML parts.
+
+    With ``crlf`` (the caller's word that ``parts`` break lines with CRLF only), the result is a
+    ``CrlfMessage``: the headers and MIME lines written here break lines with CRLF only, and a
+    part is checked when quoted-printable encoding has rewritten its lines. With ``dot_free``
+    too (the caller's word that only printed values could start a line of ``parts`` with a
+    dot) and no printed value starting with one, it is ``SmtpReady``: no header line written
+    here starts with a dot, and quoted-printable parts are not vouched for."""
     email = address_of(reader.email)
     name = one_line(reader.name)[:MAX_NAME] if reader.name else ""
     to_line = header("To", formataddr((name, email)) if name else email)
@@ -185,6 +226,9 @@ def assemble(
     else:
         text_head = envelope.text_qp
         text_bytes = binascii.b2a_qp(text_bytes, istext=True)
+        # b2a_qp breaks lines with CRLF only if the text's first line break is one.
+        crlf = crlf and crlf_only(text_bytes)
+        dot_free = False
     html_bytes = parts.html.encode("ascii", "xmlcharrefreplace")
     # The boundary holds a ' which escaped values never do, and the template was checked for it.
     short = html_bound is not None and html_bound + parts.html_printed <= MAX_LINE
@@ -193,12 +237,14 @@ def assemble(
     else:
         html_head = envelope.html_qp
         html_bytes = binascii.b2a_qp(html_bytes, istext=True)
-    return b"".join(
+        crlf = crlf and crlf_only(html_bytes)
+        dot_free = False
+    message = b"".join(
         (
             envelope.from_line,
             to_line,
             subject_line,
-            date_line(now or datetime.now(UTC)),
+            current_date_line() if now is None else date_line(now),
             b"Message-ID: " + message_id(message_id_value).encode("ascii") + b"\r\n",
             envelope.list_id,
             unsubscribe,
@@ -210,3 +256,8 @@ def assemble(
             envelope.close,
         )
     )
+    if not crlf:
+        return message
+    if dot_free and not parts.dotted_values:
+        return SmtpReady(message)
+    return CrlfMessage(message)

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from newsletter.settings import Settings
 from templates.compile import Compiled, compile_content, render_parts
-from templates.message import Envelope, assemble, header
+from templates.message import CrlfMessage, Envelope, SmtpReady, assemble, crlf_only, header
 from templates.model import Content, Links, Reader
 from templates.signing import load_key, sign
 
@@ -28,6 +28,7 @@ class Prepared:
 
 
 _prepared: dict[tuple[Content, str, str, str], Prepared] = {}
+_last: tuple[tuple[Content, str, str, str], Prepared] | None = None
 _lock = threading.Lock()
 MAX_PREPARED = 64
 
@@ -41,8 +42,13 @@ def prepare(content: Content, settings: Settings) -> Prepared:
         settings.postal_address,
         settings.medical_disclaimer,
     )
+    last = _last
+    # The same content object as the last call's (the loaders keep one a file version): no hash.
+    if last is not None and last[0][0] is content and last[0][1:] == key[1:]:
+        return last[1]
     found = _prepared.get(key)
     if found is not None:
+        _remember(key, found)
         return found
     compiled = compile_content(content, key[1], key[2], key[3])
     subject_line = None if compiled.personal_subject else header("Subject", compiled.subject_text)
@@ -51,7 +57,13 @@ def prepare(content: Content, settings: Settings) -> Prepared:
         if len(_prepared) >= MAX_PREPARED:
             _prepared.clear()
         _prepared[key] = found
+    _remember(key, found)
     return found
+
+
+def _remember(key: tuple[Content, str, str, str], prepared: Prepared) -> None:
+    global _last
+    _last = (key, prepared)
 
 
 def render(
@@ -67,7 +79,11 @@ def render(
     plain-text part written from the same source, ``From``, ``To``, ``Subject``, ``Date`` (``now``,
     default the current time), the given ``Message-ID``, ``List-Id``, ``List-Unsubscribe`` (https
     URL and mailto) with ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``; DKIM-signed when
-    ``settings.dkim_key`` is set. Raises ``TemplateError`` naming the content and the problem."""
+    ``settings.dkim_key`` is set. Raises ``TemplateError`` naming the content and the problem.
+
+    The result is a ``CrlfMessage`` (a ``bytes``) when every line of it is known to end in CRLF,
+    which is the case for templates without output-transforming statements (see
+    ``Compiled.crlf_only``), and ``SmtpReady`` when no line can start with a dot either."""
     prepared = prepare(content, settings)
     compiled = prepared.compiled
     parts = render_parts(
@@ -83,14 +99,23 @@ def render(
         html_bound=compiled.html_bound,
         message_id_value=message_id,
         now=now,
+        crlf=compiled.crlf_only,
+        dot_free=not compiled.static_dots,
     )
     if settings.dkim_key is not None:
-        message = sign(
+        signed = sign(
             message,
             key=load_key(settings.dkim_key),
             selector=settings.dkim_selector,
             domain=compiled.sender.domain,
         )
+        # The signature header is dkimpy's: its few hundred bytes are checked rather than trusted.
+        header_lines = signed[: len(signed) - len(message)]
+        if not isinstance(message, CrlfMessage) or not crlf_only(header_lines):
+            return signed
+        if isinstance(message, SmtpReady) and b"\n." not in header_lines:
+            return SmtpReady(signed)
+        return CrlfMessage(signed)
     return message
 
 
@@ -98,6 +123,8 @@ def clear_caches() -> None:
     """Forget every compiled email (after a template file changes)."""
     from templates import compile as compile_module
 
+    global _last
     with _lock:
         _prepared.clear()
+        _last = None
     compile_module.clear_caches()

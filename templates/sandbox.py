@@ -67,7 +67,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]+")
 def _finalize(eval_ctx: EvalContext, value: Any) -> Any:
     """Every value a template prints loses its control characters (a name can never add a line
     or a header), is escaped where autoescaping is on, and is counted in ``eval_ctx.printed``
-    (``[html_bytes, text_chars]``) so that the renderer knows how long a line can have grown."""
+    (``[html_bytes, text_chars, values_starting_with_a_dot]``) so that the renderer knows how
+    long a line can have grown, and whether a line can start with a dot."""
     if eval_ctx.autoescape:
         out: str = escape(value)
         if not out.isprintable():
@@ -77,6 +78,8 @@ def _finalize(eval_ctx: EvalContext, value: Any) -> Any:
             printed[0] += (
                 len(out) if out.isascii() else len(out.encode("ascii", "xmlcharrefreplace"))
             )
+            if out.startswith("."):
+                printed[2] += 1
         return out
     text = value if isinstance(value, str) else str(value)
     if not text.isprintable():
@@ -84,6 +87,8 @@ def _finalize(eval_ctx: EvalContext, value: Any) -> Any:
     printed = getattr(eval_ctx, "printed", None)
     if printed is not None:
         printed[1] += len(text)
+        if text.startswith("."):
+            printed[2] += 1
     return text
 
 

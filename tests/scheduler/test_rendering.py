@@ -3,10 +3,13 @@ Message-ID, and the free-report offer only for readers who have not got the repo
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -15,9 +18,11 @@ from campaigns import load_block
 from newsletter.db import Database
 from newsletter.errors import NotFoundError
 from newsletter.settings import Settings
+from scheduler import rendering
 from scheduler.deliveries import ClaimedDelivery, Delivery, Recipient, State, enqueue_one
-from scheduler.rendering import Renderer
+from scheduler.rendering import Renderer, content_for
 from subscribers.tokens import Purpose, read_token
+from templates import Reader, render
 from tests.scheduler.delivery_helpers import add_readers
 
 OFFER = f"FREE REPORT: {load_block('free-report').title}"
@@ -123,3 +128,55 @@ def test_an_unknown_message_key_is_an_error_naming_it(renderer: Renderer) -> Non
         renderer(delivery("newsletter:7"), reader())
     with pytest.raises(NotFoundError, match="no-such-campaign"):
         renderer(delivery("campaign:no-such-campaign"), reader())
+
+
+def write_campaign(root: Path, name: str, subject: str) -> None:
+    (root / f"{name}.md").write_text(f"---\nsubject: {subject}\n---\nHello.\n", encoding="utf-8")
+
+
+def test_an_edited_campaign_file_takes_effect_within_the_recheck_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rendering, "CONTENT_RECHECK", 0.3)
+    write_campaign(tmp_path, "news", "First subject")
+    assert content_for("campaign:news", tmp_path).subject == "First subject"
+    write_campaign(tmp_path, "news", "Second subject")
+    os.utime(tmp_path / "news.md", ns=(time.time_ns() + 10**9,) * 2)  # a later modification time
+    # Within the interval the kept content is used: the files are not looked at for every reader.
+    assert content_for("campaign:news", tmp_path).subject == "First subject"
+    time.sleep(0.35)
+    assert content_for("campaign:news", tmp_path).subject == "Second subject"
+
+
+def test_a_failed_content_lookup_is_not_kept(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="late"):
+        content_for("campaign:late", tmp_path)
+    write_campaign(tmp_path, "late", "Here now")
+    assert content_for("campaign:late", tmp_path).subject == "Here now"
+    with pytest.raises(NotFoundError, match="expected campaign:NAME"):
+        content_for("newsletter:7", tmp_path)
+
+
+def test_a_campaign_copy_signs_only_the_links_it_shows(renderer: Renderer) -> None:
+    content = content_for("campaign:vitamin-k2-bone-health")
+    links = renderer.links("reader-key-1", content)
+    raw = render(
+        content, Reader("ada@example.com"), links, message_id="<m@x>", settings=renderer.settings
+    )
+    signed = vars(links)
+    assert "confirm" not in signed  # only confirmation emails show it
+    assert signed["report"] in raw.decode()  # the offer shows the report link
+    assert read_token("test-secret-key", Purpose.REPORT, signed["report"].rsplit("/", 1)[1])
+    has_report = Reader("ada@example.com", has_report=True)
+    other = renderer.links("reader-key-1", content)
+    render(content, has_report, other, message_id="<m@x>", settings=renderer.settings)
+    assert "report" not in vars(other)
+
+
+def test_signed_links_read_like_eagerly_signed_ones(renderer: Renderer) -> None:
+    links = renderer.links("reader-key-1", content_for("system:confirmation"))
+    for purpose in Purpose:
+        url = getattr(links, purpose.value)
+        assert url.startswith(f"https://news.example.org/{purpose.value}/")
+        assert read_token("test-secret-key", purpose, url.rsplit("/", 1)[1]) == "reader-key-1"
+    assert links.web_version is None and links.unsubscribe_mailto is None

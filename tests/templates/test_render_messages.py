@@ -16,6 +16,7 @@ from campaigns import load_campaign, system_email
 from newsletter.errors import TemplateError
 from newsletter.settings import Settings
 from templates import Content, Links, Reader, render
+from templates.message import CrlfMessage, crlf_only
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -235,6 +236,7 @@ def test_a_dkim_signed_message_verifies_with_dkimpy(
     settings = make_settings(dkim_key=key, dkim_selector="mail2026")
     raw = render(email_content("article"), reader, links, message_id="<d@x>", settings=settings)
     assert raw.startswith(b"DKIM-Signature:")
+    assert isinstance(raw, CrlfMessage) and crlf_only(raw)  # the signature's lines checked too
     signature = parse(raw)["DKIM-Signature"]
     assert "d=example.org" in signature and "s=mail2026" in signature
     signed = signature.replace(" ", "").split("h=")[1].split(";")[0].lower().split(":")

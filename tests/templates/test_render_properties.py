@@ -5,11 +5,14 @@ from __future__ import annotations
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from newsletter.settings import Settings
 from templates import Content, Links, Reader, render
+from templates.compile import may_start_a_line_with_a_dot
+from templates.message import CrlfMessage, SmtpReady, crlf_only
 
 SETTINGS = Settings(sender="Gut Health Letter <news@example.org>", base_url="https://n.example.org")
 LINKS = Links("https://n.example.org/unsubscribe/t", "https://n.example.org/preferences/t")
@@ -47,6 +50,9 @@ def test_no_name_or_subject_adds_a_header_and_every_copy_parses_back(
     )
     assert raw.isascii()
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    # The renderer vouches for its line endings (the sender then skips its scan): rightly.
+    assert isinstance(raw, CrlfMessage) and crlf_only(raw)
+    assert vouched_rightly(raw)
     message = message_from_bytes(raw, policy=policy.default)
     assert isinstance(message, EmailMessage)
     assert {key.lower() for key in message} == EXPECTED_HEADERS
@@ -64,10 +70,17 @@ def test_no_name_or_subject_adds_a_header_and_every_copy_parses_back(
     assert again.split(b"Date:")[0] == raw.split(b"Date:")[0]
 
 
+def vouched_rightly(raw: bytes) -> bool:
+    """What the class of ``render``'s result says about its lines is true."""
+    if isinstance(raw, SmtpReady) and (raw.startswith(b".") or b"\n." in raw):
+        return False
+    return not isinstance(raw, CrlfMessage) or crlf_only(raw)
+
+
 bodies = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="{}"),
     max_size=300,
-)
+) | st.sampled_from([".dot\n", "a\n.b\n\n.c", "```\n.gitignore\n```", "    .indented code"])
 
 
 @settings(
@@ -77,8 +90,32 @@ bodies = st.text(
 def test_any_markdown_body_compiles_and_both_parts_carry_its_words(body: str) -> None:
     content = Content(subject="s", preheader="p", body=body + "\n\nEND-OF-BODY\n")
     raw = render(content, Reader("r@example.org"), LINKS, message_id="<b@x>", settings=SETTINGS)
+    assert vouched_rightly(raw)
     message = message_from_bytes(raw, policy=policy.default)
     assert isinstance(message, EmailMessage)
     text, html = (message.get_body((kind,)) for kind in ("plain", "html"))
     assert text is not None and html is not None
     assert "END-OF-BODY" in text.get_content() and "END-OF-BODY" in html.get_content()
+
+
+@pytest.mark.parametrize(
+    ("source", "may"),
+    [
+        ("Hello {{ reader.name }}.", False),  # static text always stands before the value
+        ("a.b\nc.d", False),
+        ("a {# note #}.", False),
+        (".starts", True),
+        ("a\n.b", True),
+        ("a\r.b", True),  # the lexer writes a lone CR as CRLF
+        ("a\n{{ reader.name }}.", True),  # the name may be empty
+        ("a\n{# note #}.", True),
+        ("x{% endif %}.", True),  # a statement may skip what stood before it
+        ("x{% endif %}{{ reader.name }}.", True),
+        ("{% raw %}.x{% endraw %}", True),
+        ('{{ "}}"[:0] }}.', True),  # Jinja's own tokens, not a pattern, find the constructs
+    ],
+)
+def test_a_template_says_whether_its_own_text_can_start_a_line_with_a_dot(
+    source: str, may: bool
+) -> None:
+    assert may_start_a_line_with_a_dot(source) is may
