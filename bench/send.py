@@ -168,8 +168,6 @@ def send_campaign(
         stop_event=threading.Event(),
         options=WorkerOptions(poll_interval=0.01, until_idle=True, name=name),
     )
-    if renderer is not None:
-        renderer.close()
     database.dispose()
 
 

@@ -92,4 +92,3 @@ class _ClockAndSender:
         self.stop_event.set()
         self.sender.join(timeout=60)
         self.clock.stop()
-        self.render.close()

@@ -90,7 +90,6 @@ def worker(
     finally:
         if running_clock is not None:
             running_clock.stop()
-        render.close()
     summary = " ".join(f"{key}={value}" for key, value in sorted(report.counts.items()))
     console.print(summary or "nothing was due")
 

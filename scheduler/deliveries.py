@@ -75,6 +75,8 @@ T = TypeVar("T")
 
 # Rows a worker may take: new ones, and those a dead worker held (resent, same Message-ID).
 CLAIMABLE = (State.QUEUED, State.UNCERTAIN)
+# Deliveries that carry the free report: a reader who was sent one of them has the report.
+REPORT_MESSAGES = ("system:welcome", "sequence:welcome:welcome-report")
 # Rows that still have to be sent by someone.
 PENDING = (State.QUEUED, State.CLAIMED, State.UNCERTAIN)
 
@@ -152,6 +154,7 @@ class Recipient:
     attributes: dict[str, Any]
     timezone: str | None
     tags: tuple[str, ...]
+    has_report: bool = False  # a delivery carrying the free report was sent to them
 
 
 @dataclass(frozen=True)
@@ -368,6 +371,14 @@ def claim_due_deliveries(
     ):
         tags.setdefault(subscriber_id, []).append(tag)
     erased = _erased_addresses(session, [row[5] for row in rows if row[5] is not None])
+    report = deliveries.alias("report")
+    have_report = set(
+        session.scalars(
+            select(report.c.subscriber_id)
+            .join(deliveries, deliveries.c.subscriber_id == report.c.subscriber_id)
+            .where(this_claim, report.c.message.in_(REPORT_MESSAGES), report.c.state == State.SENT)
+        )
+    )
     claimed = []
     # Unpacked by position: a campaign claims thousands of rows a second.
     for id_, message, reader, attempts, uncertain, email, key, name, status, data, zone in rows:
@@ -382,6 +393,7 @@ def claim_due_deliveries(
                 _attributes(data),
                 zone,
                 tuple(tags.get(reader, ())),
+                reader in have_report,
             )
         message_id = message_id_for(id_, message, reader, domain)
         claimed.append(

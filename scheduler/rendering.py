@@ -11,22 +11,17 @@ serves tests and benchmarks.
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import create_engine
-from sqlalchemy.pool import NullPool
 
 from campaigns import Sequence, load_campaign, load_sequence, system_email
 from campaigns.sequence import SEQUENCES_DIR
 from newsletter.db import Database
 from newsletter.errors import NotFoundError
 from newsletter.settings import Settings
-from scheduler.deliveries import ClaimedDelivery, Recipient, State
+from scheduler.deliveries import ClaimedDelivery, Recipient
 from scheduler.smtp import SmtpReady
 from subscribers.tokens import Purpose, UrlSigner, token_payload
 from templates import Content, Links, Reader, render
@@ -86,10 +81,6 @@ def placeholder_render(
         return plain_render(delivery, subscriber, sender=settings.sender, size=size)
 
     return render
-
-
-# Deliveries that carry the free report: a reader who got one of them has the report.
-REPORT_MESSAGES = ("system:welcome", "sequence:welcome:welcome-report")
 
 
 _sequences: dict[str, tuple[int, Sequence]] = {}
@@ -201,36 +192,19 @@ class Renderer:
         self, settings: Settings, database: Database, *, content_root: Path | None = None
     ) -> None:
         self.settings = settings
-        self.database = database
         self.secret_key = database.secret_key(settings)
         self._signers = LinkSigners(settings.base_url, self.secret_key)
         self.content_root = content_root
-        postgres = database.url.startswith("postgres")
-        self._engine = create_engine(
-            database.url,
-            poolclass=NullPool,
-            connect_args=(
-                {"autocommit": True} if postgres else {"check_same_thread": False, "timeout": 60}
-            ),
-        )
-        self._local = threading.local()
-        self._connections: list[Any] = []  # DBAPI connections, one a sender thread
-        messages = ", ".join(f"'{message}'" for message in REPORT_MESSAGES)
-        self._report_sql = (
-            f"SELECT 1 FROM deliveries WHERE subscriber_id = {'%s' if postgres else '?'} "
-            f"AND message IN ({messages}) AND state = '{State.SENT.value}' LIMIT 1"
-        )
 
     def __call__(self, delivery: ClaimedDelivery, subscriber: Recipient) -> bytes:
         content = content_for(delivery.message, self.content_root)
-        has_report = content.offer is not None and self.has_report(subscriber.id)
         reader = Reader(
             email=subscriber.email,
             name=subscriber.name,
             attributes=subscriber.attributes,
             tags=subscriber.tags,
             timezone=subscriber.timezone,
-            has_report=has_report,
+            has_report=subscriber.has_report,  # read with the claim
         )
         return render(
             content,
@@ -243,29 +217,3 @@ class Renderer:
     def links(self, key: str, content: Content) -> Links:
         """The reader's links (signed when a template first reads them)."""
         return SignedLinks(self._signers, key, content.web_url)
-
-    def has_report(self, subscriber_id: int) -> bool:
-        """True once a delivery carrying the free report was sent to the reader.
-
-        Read outside any transaction, on a driver connection of the calling thread's own: on
-        SQLite a session would take the write lock for each reader, and SQLAlchemy's execution
-        around a point lookup costs ten times the lookup.
-        """
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._engine.raw_connection()
-            self._local.connection = connection
-            self._connections.append(connection)
-        cursor = connection.cursor()
-        try:
-            cursor.execute(self._report_sql, (subscriber_id,))
-            return cursor.fetchone() is not None
-        finally:
-            cursor.close()
-
-    def close(self) -> None:
-        """Close the lookup connections (the worker's threads have stopped)."""
-        for connection in self._connections:
-            connection.close()
-        self._connections.clear()
-        self._engine.dispose()

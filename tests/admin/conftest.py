@@ -175,7 +175,6 @@ def stop_admin_site(site: AdminSite) -> None:
     site.stop_worker.set()
     site.worker.join(timeout=30)
     site.clock.stop()
-    site.render.close()
     site.database.dispose()
 
 

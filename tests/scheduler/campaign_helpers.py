@@ -71,7 +71,6 @@ class WorkerThread:
     def __exit__(self, *_: object) -> None:
         self.stop.set()
         self.thread.join(timeout=60)
-        self.render.close()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
