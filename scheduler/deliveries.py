@@ -331,15 +331,19 @@ def claim_due_deliveries(
     if postgres:
         due = due.with_for_update(skip_locked=True)
     until = now + lease
-    session.execute(
+    taken = session.execute(
         update(deliveries)
         .where(deliveries.c.id.in_(due.scalar_subquery()))
         .values(state=State.CLAIMED, claimed_by=worker, lease_until=until, next_attempt_at=until)
     )
+    if not taken.rowcount:  # type: ignore[attr-defined]
+        return []  # nothing due: a worker asks several times a second while it sends
     # This claim's rows are the ones held by ``worker`` until exactly ``until``: read them with
-    # their readers in one query rather than through a list of ids.
+    # their readers in one query rather than through a list of ids. ``next_attempt_at`` (also
+    # ``until``) lets the (state, next_attempt_at) index find them among every claimed row.
     this_claim = (
         (deliveries.c.state == State.CLAIMED)
+        & (deliveries.c.next_attempt_at == until)
         & (deliveries.c.claimed_by == worker)
         & (deliveries.c.lease_until == until)
     )

@@ -222,6 +222,7 @@ class Worker:
         self.unrecorded: list[Outcome] = []  # taken from ``results``, commit failed
         self.closing = threading.Event()
         self.next_renewal = 0.0
+        self.next_claim = 0.0  # monotonic time before which claiming again would find nothing
 
     # ------------------------------------------------------------ 1. claim (main thread)
 
@@ -242,7 +243,7 @@ class Worker:
                     if time.monotonic() >= next_beat:
                         self.heartbeat()
                         next_beat = time.monotonic() + beat_every
-                    claimed = self.claim() if self.work.qsize() < self.batch_size() else 0
+                    claimed = self.claim() if self.claim_wanted() else 0
                     if self.in_flight:
                         self.record(wait=self.options.commit_interval)
                     elif not claimed:
@@ -284,17 +285,21 @@ class Worker:
                 _fields(worker=self.name, live_workers=live, rate=round(rate, 2)),
             )
 
+    def claim_wanted(self) -> bool:
+        """Claim when the queue runs below half a batch; after a claim that found less than it
+        asked for, not again before ``poll_interval``: nothing more was due a moment ago."""
+        return self.work.qsize() < self.batch_size() / 2 and time.monotonic() >= self.next_claim
+
     def claim(self) -> int:
+        batch = self.batch_size()
         with self.database.session() as session:
             claimed = outbox.claim_due_deliveries(
-                session,
-                self.name,
-                batch=self.batch_size(),
-                lease=self.options.lease,
-                domain=self.domain,
+                session, self.name, batch=batch, lease=self.options.lease, domain=self.domain
             )
-            if not claimed:
-                return 0
+        short = len(claimed) < batch
+        self.next_claim = time.monotonic() + self.options.poll_interval if short else 0.0
+        if not claimed:
+            return 0
         resent = sum(1 for delivery in claimed if delivery.is_resend)
         log.debug(
             "event=claimed %s", _fields(worker=self.name, count=len(claimed), resent=resent or None)
