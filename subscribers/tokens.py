@@ -2,21 +2,20 @@
 
 A token for one purpose is refused for another, so an unsubscribe link can never confirm anyone.
 Tokens are itsdangerous ``URLSafeTimedSerializer`` tokens, read by itsdangerous itself; they are
-made here without its per-call work (a campaign signs several links for every reader): the
-derived key is turned into a prepared HMAC once per secret and purpose, a reader's payload is
-encoded once for all their links, and the timestamp once a second.
+made here without its per-call work (a campaign signs several links for every reader): the HMAC
+is keyed once per secret and purpose, a reader's payload is encoded once for all their links,
+and the timestamp once a second.
 """
 
 from __future__ import annotations
 
 import enum
+import hmac
 import time
 from binascii import b2a_base64
 from datetime import timedelta
 from functools import lru_cache
-from itertools import pairwise
 from json import JSONEncoder
-from math import log2
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, int_to_bytes
@@ -52,56 +51,18 @@ def _serializer(secret_key: str, purpose: Purpose) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(secret_key, salt=purpose.value)
 
 
-# The payload encoding (compact JSON, zlib when shorter, base64) depends on neither the secret
-# nor the purpose: any serializer's ``dump_payload`` gives every serializer's payload.
-_PAYLOAD = URLSafeTimedSerializer(b"payload encoding only", salt="payload")
-
-
 def token_payload(subscriber_key: str) -> bytes:
-    """The encoded reader's key that each of their tokens signs (see ``TokenSigner``):
-    itsdangerous' own payload, byte for byte."""
-    json = _JSON.encode(subscriber_key).encode("utf-8")
-    if _incompressible(json):
-        return base64_encode(json)  # what dump_payload returns when zlib does not help
-    return _PAYLOAD.dump_payload(subscriber_key)
+    """The encoded reader's key that each of their tokens signs (see ``TokenSigner``).
+
+    itsdangerous' payload (compact JSON in URL-safe base64), never zlib-compressed: ``loads``
+    reads either form, a reader's key is too short and random for zlib to shorten, and one
+    ``zlib.compress`` (which itsdangerous tries on every token) costs more than the rest of
+    the token."""
+    return base64_encode(_JSON.encode(subscriber_key).encode("utf-8"))
 
 
 # itsdangerous' compact JSON (``_CompactJSON.dumps``), with its encoder built once.
 _JSON = JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_SMALL = 1024  # zlib writes inputs this small as one deflate block
-
-
-def _incompressible(data: bytes) -> bool:
-    """True when ``zlib.compress(data)`` is certainly not 2 bytes shorter than ``data``, so that
-    itsdangerous would not use it: checked without zlib, whose call costs about 80 µs (it
-    allocates and clears 256 KB of state) where this costs a few; a reader's key almost always
-    passes (a random 22-character key fails about once in 60: zlib then decides).
-
-    Without a repeated 3-byte sequence, deflate has no match to use: every byte is a literal.
-    One block of literals costs at least 8 bits a byte when stored or under the fixed code; under
-    a dynamic code, its header (3 + 14 + 4 x 3 bits), plus 8 bits for the run of unused codes
-    128-255 when ``data`` is ASCII, plus the literals and the end-of-block code, which no prefix
-    code writes in fewer bits than their entropy. zlib adds 6 bytes of header and checksum.
-    """
-    size = len(data)
-    if size > _SMALL:
-        return False
-    distinct = len(set(data))
-    # With one byte value repeated at most, no 3-byte sequence can occur twice; nor without a
-    # repeated 2-byte one (the cheaper test).
-    if (
-        distinct < size - 1
-        and len(set(pairwise(data))) < size - 1
-        and len(set(zip(data, data[1:], data[2:], strict=False))) < size - 2
-    ):
-        return False  # a sequence repeats: deflate may find a match
-    # The entropy is least when all the repeats are of one value.
-    symbols = size + 1  # the literals and the end-of-block code
-    most = size - distinct + 1
-    entropy = symbols * log2(symbols) - most * log2(most)
-    least_bits = 29 + (8 if data.isascii() else 0) + entropy
-    # Compressed is used when 6 + ceil(bits / 8) < size - 1, so only if bits <= 8 * (size - 8).
-    return least_bits > 8 * (size - 8) + 1e-6
 
 
 class TokenSigner:
@@ -112,34 +73,14 @@ class TokenSigner:
     def __init__(self, secret_key: str, purpose: Purpose) -> None:
         signer = _serializer(secret_key, purpose).make_signer()
         self._sep = signer.sep
-        # RFC 2104 HMAC with its keyed inner and outer hashes kept, to be copied for each token:
-        # half the time of hmac.digest, which sets up OpenSSL's HMAC on every call.
-        digest = signer.digest_method
-        key = signer.derive_key()
-        block_size = digest().block_size
-        if len(key) > block_size:
-            key = digest(key).digest()
-        key = key.ljust(block_size, b"\0")
-        self._inner = digest(key.translate(_INNER_PAD))
-        self._outer = digest(key.translate(_OUTER_PAD))
-
-    def _mac(self, value: bytes) -> bytes:
-        inner = self._inner.copy()
-        inner.update(value)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        mac: bytes = outer.digest()
-        return mac
+        self._keyed = hmac.new(signer.derive_key(), digestmod=signer.digest_method)
 
     def sign(self, payload: bytes) -> str:
-        """The token carrying ``payload``: the string ``URLSafeTimedSerializer.dumps`` makes in
-        the same second."""
+        """The token carrying ``payload``, as ``URLSafeTimedSerializer.dumps`` signs it."""
         value = payload + self._sep + _timestamp()
-        return (value + self._sep + _base64(self._mac(value))).decode("ascii")
-
-
-_INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
-_OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
+        mac = self._keyed.copy()
+        mac.update(value)
+        return (value + self._sep + _base64(mac.digest())).decode("ascii")
 
 
 @lru_cache(maxsize=32)
