@@ -304,9 +304,8 @@ class SmtpConnection:
             if flight.finished is None:
                 self.messages_sent += 1
             elif self._smtp is None:  # 421: the server is closing
-                return flight.finished, self._dropped(
-                    None, before=True
-                ) if flight.has_envelope else None
+                dropped = self._dropped(None, before=True) if flight.has_envelope else None
+                return flight.finished, dropped
             if not flight.has_envelope:
                 return flight.finished, None
         else:
