@@ -107,6 +107,11 @@ class Database:
             if connection.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
                 connection.commit()
+            else:
+                # SQLite: take the write lock (BEGIN IMMEDIATE) before alembic reads the version.
+                # Alembic runs each SQLite migration in a transaction of its own otherwise, and
+                # two processes that both read the old version both ran the next migration.
+                connection.begin()
             try:
                 config = _alembic_config()
                 config.attributes["connection"] = connection
