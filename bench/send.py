@@ -11,8 +11,8 @@ Starts postfix's ``smtp-sink`` (a C SMTP sink), then measures:
     python bench/send.py --messages 5000 --connections 4 --article   # the real article email
 
 With ``--article`` the worker renders the shipped Vitamin K2 campaign for every reader with the
-product's own renderer (``scheduler.rendering.Renderer``: content, signed links, MJML template,
-Jinja, the dot-scan before DATA), and the ceiling carries messages of that email's size.
+product's own renderer (``scheduler.rendering.Renderer``: content, signed links, the compiled
+MJML template, Jinja, MIME), and the ceiling carries messages of that email's size.
 
 Prints one JSON line per round and a summary; the ratio is product / ceiling within a round.
 """

@@ -3,9 +3,9 @@
 ``Renderer`` turns ``campaign:NAME``, ``sequence:NAME:STEP_ID`` and ``system:KIND[:SUFFIX]`` into
 content (read once per version of its file: the loaders cache it, and ``content_for`` asks them
 at most once a second per key), builds the reader's signed links from ``NEWSLETTER_BASE_URL``
-and the instance secret (``SignedLinks``: each signed when a template first reads it), and calls
-``templates.render`` with the delivery's Message-ID. ``plain_render`` (a small text message)
-serves tests and benchmarks.
+and the instance secret (``SignedLinks``: report and confirm only when a template reads them),
+and calls ``templates.render`` with the delivery's Message-ID. ``plain_render`` (a small text
+message) serves tests and benchmarks.
 """
 
 from __future__ import annotations

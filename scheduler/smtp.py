@@ -198,19 +198,12 @@ class SmtpConnection:
         ``ConnectionDropped`` (the connection is then closed; the next send reopens it), or
         ``ConnectFailed`` when the connection had to be opened and could not be.
         """
-        if self._smtp is None:
-            self.open()
         _, refused = self.exchange(None, Envelope.of(sender, recipient, data))
         if refused is not None:
             raise refused
         failed, _ = self.exchange(data, None)
         if failed is not None:
             raise failed
-
-    @property
-    def in_data(self) -> bool:
-        """True between the server's 354 and the message: only the message may be sent next."""
-        return self._in_data
 
     def exchange(self, message: bytes | None, envelope: Envelope | None) -> Exchanged:
         """Finish the open transaction with ``message`` and begin the next with ``envelope``.

@@ -236,9 +236,8 @@ class Worker:
             _fields(worker=self.name, rate=self.rate, connections=self.concurrency),
         )
         # One sender thread drives every connection (see ``Sender``).
-        threads = [threading.Thread(target=self.send_loop, name="sender", daemon=True)]
-        for thread in threads:
-            thread.start()
+        sender = threading.Thread(target=self.send_loop, name="sender", daemon=True)
+        sender.start()
         beat_every = min(1.0, self.options.lease.total_seconds() / 3)
         next_beat = 0.0
         try:
@@ -263,7 +262,7 @@ class Worker:
                     )
                     self.stop_event.wait(max(self.options.poll_interval, 1.0))
         finally:
-            self.shut_down(threads)
+            self.shut_down(sender)
         log.info(
             "event=worker_stopped %s %s", _fields(worker=self.name), _fields(**self.report.counts)
         )
@@ -455,8 +454,8 @@ class Worker:
 
     # ------------------------------------------------------------ stopping
 
-    def shut_down(self, threads: list[threading.Thread]) -> None:
-        """Give back what was never tried, let each thread finish its message, record all."""
+    def shut_down(self, sender: threading.Thread) -> None:
+        """Give back what was never tried, let the sender finish what it began, record all."""
         self.closing.set()
         untried: list[int] = []
         while True:
@@ -466,10 +465,8 @@ class Worker:
                 break
             if item is not None:
                 untried.append(item.id)
-        for _ in threads:
-            self.work.put(None)
-        for thread in threads:
-            thread.join()
+        self.work.put(None)
+        sender.join()
         self.record(wait=0)
         while self.unrecorded or not self.results.empty():
             self.record(wait=0)
