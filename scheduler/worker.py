@@ -70,6 +70,9 @@ SWITCH_INTERVAL = 0.0001
 # How often the main thread looks for outcomes to commit while the sender thread sends.
 GATHER_PAUSE = 0.01
 
+# How much larger each claim after a full one may be than the one before (``Worker.claim``).
+CLAIM_RAMP = 4
+
 # The renderer: one reader's copy of one message, as the bytes of an RFC 5322 message that
 # carries ``delivery.message_id`` as its Message-ID.
 Render = Callable[[ClaimedDelivery, Recipient], bytes]
@@ -227,6 +230,7 @@ class Worker:
         self.closing = threading.Event()
         self.next_renewal = 0.0
         self.next_claim = 0.0  # monotonic time before which claiming again would find nothing
+        self.claim_size = self.first_claim_size()
 
     # ------------------------------------------------------------ 1. claim (main thread)
 
@@ -248,7 +252,9 @@ class Worker:
                         next_beat = time.monotonic() + beat_every
                     claimed = self.claim() if self.claim_wanted() else 0
                     if self.in_flight:
-                        self.record(wait=self.options.commit_interval)
+                        # Outcomes are waited for only when no claim is due (a ramp's next is).
+                        wait = 0.0 if self.claim_wanted() else self.options.commit_interval
+                        self.record(wait=wait)
                     elif not claimed:
                         if self.options.until_idle and self.nothing_left():
                             break
@@ -272,6 +278,11 @@ class Worker:
         """About half a second of sending at this worker's share of the rate."""
         return max(self.concurrency * 2, min(self.options.batch_size, int(self.rate / 2) + 1))
 
+    def first_claim_size(self) -> int:
+        """The claim after a pause: a few messages a connection, so that sending starts at once
+        rather than after a whole batch is read (2,000 rows take tens of milliseconds)."""
+        return min(self.batch_size(), self.concurrency * 8)
+
     def heartbeat(self) -> None:
         """Say this worker is alive, take its share of the rate, renew leases a third in."""
         with self.database.session() as session:
@@ -289,18 +300,23 @@ class Worker:
             )
 
     def claim_wanted(self) -> bool:
-        """Claim when the queue runs below half a batch; after a claim that found less than it
-        asked for, not again before ``poll_interval``: nothing more was due a moment ago."""
-        return self.work.qsize() < self.batch_size() / 2 and time.monotonic() >= self.next_claim
+        """Claim when the queue runs below half the next claim; after a claim that found less
+        than it asked for, not again before ``poll_interval``: nothing more was due a moment ago."""
+        wanted = min(self.claim_size, self.batch_size()) / 2
+        return self.work.qsize() < wanted and time.monotonic() >= self.next_claim
 
     def claim(self) -> int:
-        batch = self.batch_size()
+        """Claim the next batch. After a pause the first claim is small and each full one is
+        followed by one ``CLAIM_RAMP`` times larger, up to ``batch_size``: a row costs far less
+        to read than to send, so the next claim is read while the one before is sent."""
+        batch = min(self.claim_size, self.batch_size())
         with self.database.session() as session:
             claimed = outbox.claim_due_deliveries(
                 session, self.name, batch=batch, lease=self.options.lease, domain=self.domain
             )
         short = len(claimed) < batch
         self.next_claim = time.monotonic() + self.options.poll_interval if short else 0.0
+        self.claim_size = self.first_claim_size() if short else batch * CLAIM_RAMP
         if not claimed:
             return 0
         resent = sum(1 for delivery in claimed if delivery.is_resend)
@@ -382,7 +398,7 @@ class Worker:
             with contextlib.suppress(queue.Empty):  # wait for the first one...
                 outcomes.append(self.results.get(timeout=wait))
         self.gather(outcomes, wanted)
-        while len(outcomes) < wanted and time.monotonic() < deadline:
+        while len(outcomes) < wanted and time.monotonic() < deadline and not self.claim_wanted():
             # ...then let the others gather: waking for each would take the GIL from the
             # sender thread once a message.
             time.sleep(max(0.0, min(GATHER_PAUSE, deadline - time.monotonic())))

@@ -1,0 +1,65 @@
+"""How a worker claims: a small first claim after a pause, so that sending starts at once, then
+claims that grow up to a batch while the ones before them are sent."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from newsletter.db import Database
+from newsletter.settings import Settings
+from scheduler.deliveries import enqueue
+from scheduler.worker import CLAIM_RAMP, Worker
+from tests.scheduler.delivery_helpers import FAST, add_readers, make_render
+
+MESSAGE = "campaign:claims"
+
+
+@pytest.fixture
+def make_worker(
+    database: Database, make_settings: Callable[..., Settings]
+) -> Iterator[Callable[..., Worker]]:
+    def build(**overrides: object) -> Worker:
+        values: dict[str, object] = {"send_concurrency": 4, "send_rate": 100_000, **overrides}
+        settings = make_settings(database_url=database.url, **values)
+        return Worker(settings, database, make_render(), threading.Event(), FAST)
+
+    yield build
+
+
+def test_claims_start_at_a_few_a_connection_and_grow_to_a_batch(
+    database: Database, make_worker: Callable[..., Worker]
+) -> None:
+    add_readers(database, 3000)
+    enqueue(database, MESSAGE)
+    worker = make_worker()
+    first = worker.first_claim_size()
+    assert first == 4 * 8  # eight a connection
+
+    sizes = [worker.claim() for _ in range(5)]
+
+    growing = [first, first * CLAIM_RAMP, first * CLAIM_RAMP**2, 2000]
+    assert sizes == [*growing, 3000 - sum(growing)]
+    assert worker.work.qsize() == 3000
+
+
+def test_after_a_short_claim_the_next_starts_small_again(
+    database: Database, make_worker: Callable[..., Worker]
+) -> None:
+    add_readers(database, 40)
+    enqueue(database, MESSAGE)
+    worker = make_worker()
+    assert [worker.claim(), worker.claim()] == [32, 8]  # the second found less than it asked
+    assert worker.claim_size == worker.first_claim_size()
+
+
+def test_a_slow_rate_claims_no_more_than_half_a_second_of_sending(
+    database: Database, make_worker: Callable[..., Worker]
+) -> None:
+    add_readers(database, 100)
+    enqueue(database, MESSAGE)
+    worker = make_worker(send_rate=20)  # a batch is 11 deliveries: half a second at 20 a second
+    assert worker.batch_size() == 11
+    assert [worker.claim() for _ in range(3)] == [11, 11, 11]
