@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ format: $(STAMP)
 # pytest runs last so that its summary closes the output.
 test: lint
 	$(BIN)/pytest
+
+# The README's screenshots (docs/screenshots/), from the browser tests.
+screenshots: $(STAMP)
+	$(BIN)/pytest --screenshots tests/e2e tests/admin tests/templates/test_screenshots.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

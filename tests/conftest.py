@@ -263,6 +263,26 @@ def stop_live_server(live: LiveServer) -> None:
 
 # ---------------------------------------------------------------- browser
 
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--screenshots",
+        action="store_true",
+        help=f"write the browser tests' screenshots to {DOCS_SCREENSHOTS} (`make screenshots`)",
+    )
+
+
+@pytest.fixture(scope="session")
+def screenshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where browser tests save their screenshots: the README's folder with ``--screenshots``,
+    else a temporary one (a test run leaves the working tree as it found it)."""
+    if request.config.getoption("--screenshots"):
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return DOCS_SCREENSHOTS
+    return tmp_path_factory.mktemp("screenshots")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Browser tests skip with a reason where Debian's chromium is absent, unless CI is set."""

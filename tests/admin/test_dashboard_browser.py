@@ -1,7 +1,7 @@
 """A marketer in headless chromium: signs in, schedules the Vitamin K2 campaign for a time in a
 zone they pick, pauses and resumes it, watches it go out to a real SMTP server, and finds a
 reader's history; every page fits a 375 px screen and works from the keyboard. The tests save
-the README's screenshots to docs/screenshots/."""
+the README's screenshots (to docs/screenshots/ with `pytest --screenshots`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from scheduler.campaigns import CampaignRun
 from scheduler.deliveries import Delivery
 from tests.admin.conftest import MARKETER, PASSWORD, READERS, AdminSite, add_confirmed_readers
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 CAMPAIGN = "vitamin-k2-bone-health"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 740}
@@ -46,7 +45,9 @@ def deliveries_of(site: AdminSite) -> int:
         )
 
 
-def test_a_marketer_signs_in_and_sees_the_overview(page: Page, admin_site: AdminSite) -> None:
+def test_a_marketer_signs_in_and_sees_the_overview(
+    page: Page, admin_site: AdminSite, screenshots: Path
+) -> None:
     # A month of signups from two forms, for a chart worth looking at.
     today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     for day in range(0, 28, 3):
@@ -64,12 +65,11 @@ def test_a_marketer_signs_in_and_sees_the_overview(page: Page, admin_site: Admin
     expect(page.get_by_text("vitamin-k2-article: 16")).to_be_visible()
     expect(page.get_by_role("img", name="Readers over the last 30 days")).to_be_visible()
     expect(page.get_by_role("link", name=READERS[0])).to_be_visible()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "admin-overview.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "admin-overview.png"), full_page=True)
 
 
 def test_scheduling_in_a_chosen_zone_pausing_resuming_and_watching_it_send_to_the_end(
-    page: Page, admin_site: AdminSite
+    page: Page, admin_site: AdminSite, screenshots: Path
 ) -> None:
     page.set_viewport_size(DESKTOP)
     sign_in(page, admin_site, "/admin/campaigns")
@@ -112,7 +112,7 @@ def test_scheduling_in_a_chosen_zone_pausing_resuming_and_watching_it_send_to_th
     expect(page.locator("[data-field=state]")).to_have_text("done", timeout=30_000)
     expect(page.locator("[data-count=sent]")).to_have_text(str(len(READERS)))
     expect(page.locator("[data-count=queued]")).to_have_text("0")
-    page.screenshot(path=str(SCREENSHOTS / "admin-campaign-progress.png"), full_page=False)
+    page.screenshot(path=str(screenshots / "admin-campaign-progress.png"), full_page=False)
 
     mails = admin_site.smtp.wait_for(lambda mails: len(mails) == len(READERS))
     assert sorted(mail.rcpt_tos[0] for mail in mails) == sorted(READERS)
@@ -133,7 +133,7 @@ def test_scheduling_in_a_chosen_zone_pausing_resuming_and_watching_it_send_to_th
     expect(why).to_contain_text(f"campaign:{CAMPAIGN}: sent")
     why.get_by_text(f"campaign:{CAMPAIGN}: sent").click()
     expect(why).to_contain_text("Message-ID <")
-    page.screenshot(path=str(SCREENSHOTS / "admin-reader-history.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "admin-reader-history.png"), full_page=True)
 
     # Unsubscribing asks first, then takes effect.
     page.get_by_role("link", name="Unsubscribe…").click()

@@ -1,7 +1,7 @@
 """A designer in headless chromium: the index of every email, the article at each width and in
 dark mode, a saved file updating the open page by itself, a broken file showing its error in the
 page, a reader picked, and a test sent and found in the capture inbox. Screenshots for the
-README land in docs/screenshots/."""
+README land in docs/screenshots/ with `pytest --screenshots`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from newsletter.settings import Settings
 from subscribers.models import Status, Subscriber
 from tests.e2e.preview_site import ARTICLE, PreviewSite, start_preview, stop_preview
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PHONE = {"width": 360, "height": 740}
 DESKTOP = {"width": 1280, "height": 900}
 expect.set_options(timeout=10_000)  # two shared cores: rendering may wait its turn
@@ -59,7 +58,7 @@ def expect_frame_shows(page: Page, text: str, timeout: float = 10_000) -> None:
 
 @pytest.mark.parametrize("viewport", ["phone", "desktop"])
 def test_the_index_lists_every_email_with_its_preflight_at_a_glance(
-    page: Page, preview_site: PreviewSite, viewport: str
+    page: Page, preview_site: PreviewSite, viewport: str, screenshots: Path
 ) -> None:
     page.set_viewport_size(PHONE if viewport == "phone" else DESKTOP)
     page.goto(preview_site.url)
@@ -80,11 +79,12 @@ def test_the_index_lists_every_email_with_its_preflight_at_a_glance(
         page.get_by_text("2d after the previous step, 08:00-18:00 reader's time")
     ).to_be_visible()
     assert not overflows(page)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"preview-index-{viewport}.png"), full_page=True)
+    page.screenshot(path=str(screenshots / f"preview-index-{viewport}.png"), full_page=True)
 
 
-def test_the_article_switches_widths_and_dark_mode(page: Page, preview_site: PreviewSite) -> None:
+def test_the_article_switches_widths_and_dark_mode(
+    page: Page, preview_site: PreviewSite, screenshots: Path
+) -> None:
     page.set_viewport_size(DESKTOP)
     frame_loads: list[str] = []
     page.on(
@@ -113,12 +113,12 @@ def test_the_article_switches_widths_and_dark_mode(page: Page, preview_site: Pre
     dark = frame.get_by_text("The Importance of Vitamin K2 for Bone Health")
     expect(dark).to_have_css("color", "rgb(230, 236, 233)")
     assert light != "rgb(230, 236, 233)"
-    page.screenshot(path=str(SCREENSHOTS / "preview-email-dark.png"))
+    page.screenshot(path=str(screenshots / "preview-email-dark.png"))
     page.get_by_role("button", name="Dark mode").click()
     expect(frame.get_by_text("The Importance of Vitamin K2 for Bone Health")).to_have_css(
         "color", light
     )
-    page.screenshot(path=str(SCREENSHOTS / "preview-email.png"))
+    page.screenshot(path=str(screenshots / "preview-email.png"))
 
     expect(page.locator("#text-part")).to_contain_text("Hi Sam,")
     expect(page.get_by_text("List-Unsubscribe-Post: List-Unsubscribe=One-Click")).to_be_visible()
@@ -126,7 +126,7 @@ def test_the_article_switches_widths_and_dark_mode(page: Page, preview_site: Pre
     page.set_viewport_size(PHONE)
     page.get_by_role("button", name="320 px").click()
     assert not overflows(page)
-    page.screenshot(path=str(SCREENSHOTS / "preview-email-phone.png"))
+    page.screenshot(path=str(screenshots / "preview-email-phone.png"))
 
 
 def test_saving_a_content_file_updates_the_open_page_without_a_reload(

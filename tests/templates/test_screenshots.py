@@ -1,5 +1,6 @@
 """The article email in a real browser (Debian's chromium): no horizontal overflow at 320 px or
-600 px, light or dark. The screenshots land in docs/screenshots/ for the README."""
+600 px, light or dark; its screenshots land in docs/screenshots/ (the README's) with
+`pytest --screenshots`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ from playwright.sync_api import Page
 
 from campaigns import load_campaign, sample_links, sample_reader
 from newsletter.settings import Settings
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 def article_html(settings: Settings) -> str:
@@ -36,7 +35,7 @@ def article_html(settings: Settings) -> str:
 
 @pytest.mark.parametrize(("width", "scheme"), [(320, "light"), (600, "light"), (600, "dark")])
 def test_the_article_email_fits_the_screen_without_horizontal_scrolling(
-    page: Page, settings: Settings, width: int, scheme: str
+    page: Page, settings: Settings, width: int, scheme: str, screenshots: Path
 ) -> None:
     page.set_viewport_size({"width": width, "height": 900})
     page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
@@ -44,9 +43,8 @@ def test_the_article_email_fits_the_screen_without_horizontal_scrolling(
     assert not page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
     assert page.get_by_text("The Importance of Vitamin K2 for Bone Health").is_visible()
     assert page.get_by_role("link", name="Get the free report").is_visible()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     suffix = "" if scheme == "light" else "-dark"
-    page.screenshot(path=str(SCREENSHOTS / f"article-{width}{suffix}.png"), full_page=True)
+    page.screenshot(path=str(screenshots / f"article-{width}{suffix}.png"), full_page=True)
 
 
 def test_dark_mode_turns_the_card_dark_and_keeps_the_text_light(
