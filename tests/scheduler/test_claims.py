@@ -4,7 +4,7 @@ claims that grow up to a batch while the ones before them are sent."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -20,13 +20,15 @@ MESSAGE = "campaign:claims"
 @pytest.fixture
 def make_worker(
     database: Database, make_settings: Callable[..., Settings]
-) -> Iterator[Callable[..., Worker]]:
+) -> Callable[..., Worker]:
+    """A worker on ``database`` with four connections (never opened here) and a fast rate."""
+
     def build(**overrides: object) -> Worker:
         values: dict[str, object] = {"send_concurrency": 4, "send_rate": 100_000, **overrides}
         settings = make_settings(database_url=database.url, **values)
         return Worker(settings, database, make_render(), threading.Event(), FAST)
 
-    yield build
+    return build
 
 
 def test_claims_start_at_a_few_a_connection_and_grow_to_a_batch(
