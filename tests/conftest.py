@@ -21,6 +21,7 @@ import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
+from playwright.sync_api import Page, expect
 from sqlalchemy import create_engine, text
 
 from newsletter.db import Base, Database
@@ -264,6 +265,20 @@ def stop_live_server(live: LiveServer) -> None:
 # ---------------------------------------------------------------- browser
 
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+expect.set_options(timeout=10_000)  # two shared cores: a page may wait its turn to render
+
+
+def expect_frame_shows(page: Page, text: str, timeout: float = 10_000) -> None:
+    """The email's frame (``iframe.email``) shows ``text``; if not, the failure says what the
+    frame's URL answers (a blank frame was seen once in CI and never again)."""
+    try:
+        expect(page.frame_locator("iframe.email").get_by_text(text)).to_be_visible(timeout=timeout)
+    except AssertionError as error:
+        src = page.locator("iframe.email").get_attribute("src") or ""
+        answer = page.request.get(src)
+        raise AssertionError(
+            f"{error}\nthe frame's src {src!r} answers {answer.status}: {answer.text()[:300]!r}"
+        ) from None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -14,11 +14,11 @@ from playwright.sync_api import Page, expect
 
 from newsletter.settings import Settings
 from subscribers.models import Status, Subscriber
+from tests.conftest import expect_frame_shows
 from tests.e2e.preview_site import ARTICLE, PreviewSite, start_preview, stop_preview
 
 PHONE = {"width": 360, "height": 740}
 DESKTOP = {"width": 1280, "height": 900}
-expect.set_options(timeout=10_000)  # two shared cores: rendering may wait its turn
 SENDABLE = re.compile(r"^(ready|\d+ warnings?)$")
 
 
@@ -41,19 +41,6 @@ def open_article(page: Page, site: PreviewSite) -> None:
     page.goto(site.url)
     page.get_by_role("link", name=ARTICLE).click()
     expect(page.locator("h1")).to_contain_text("Vitamin K2 and your bones")
-
-
-def expect_frame_shows(page: Page, text: str, timeout: float = 10_000) -> None:
-    """The email's frame shows ``text``; if not, the failure says what the frame's URL answers
-    (a blank frame was seen once in CI and never again)."""
-    try:
-        expect(page.frame_locator("iframe.email").get_by_text(text)).to_be_visible(timeout=timeout)
-    except AssertionError as error:
-        src = page.locator("iframe.email").get_attribute("src") or ""
-        answer = page.request.get(src)
-        raise AssertionError(
-            f"{error}\nthe frame's src {src!r} answers {answer.status}: {answer.text()[:300]!r}"
-        ) from None
 
 
 @pytest.mark.parametrize("viewport", ["phone", "desktop"])

@@ -10,8 +10,8 @@ from playwright.sync_api import Page, expect
 
 from newsletter.settings import Settings
 from subscribers.tokens import Purpose, signed_url
-from tests.conftest import SmtpServer, stop_live_server
-from tests.subscribers.conftest import Site, start_site
+from tests.conftest import SmtpServer
+from tests.subscribers.conftest import Site, start_site, stop_site
 
 PHONE = {"width": 320, "height": 640}
 
@@ -22,8 +22,7 @@ def reader_site(make_settings: Callable[..., Settings], smtp_server: SmtpServer)
     with site.client() as client:
         client.post("/subscribe", json={"email": "pages@example.org", "name": "Ada"})
     yield site
-    stop_live_server(site.live)
-    site.database.dispose()
+    stop_site(site)
 
 
 def _link(site: Site, purpose: Purpose) -> str:

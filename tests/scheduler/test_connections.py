@@ -103,7 +103,8 @@ def test_a_connection_that_falls_silent_holds_up_no_one_and_its_reader_gets_the_
             database,
             make_render(),
             stop_event=threading.Event(),
-            options=replace(FAST, smtp_timeout=1.0),
+            # Long enough for the healthy connection's replies on a busy machine.
+            options=replace(FAST, smtp_timeout=2.0),
         )
         received = {
             address: [message_id_of(mail.raw) for mail in server.to(address)]

@@ -103,8 +103,9 @@ def test_the_command_compares_a_proposed_file_before_it_is_put_in_place(
     add_readers(runtime.database(), [("a@example.org", None, now, ())], ["welcome"])
     drive(runtime.database(), now, now)
     proposed = tmp_path / "welcome.yaml"
+    # A week longer: with a weekday send window, 2d and 3d can both land on the same Monday.
     proposed.write_text(
-        Path("campaigns/sequences/welcome.yaml").read_text().replace("delay: 2d", "delay: 3d")
+        Path("campaigns/sequences/welcome.yaml").read_text().replace("delay: 2d", "delay: 9d")
     )
     result = sequence_command("sequence", "diff", "welcome", "--file", str(proposed), "--json")
     assert result.exit_code == 0, result.output

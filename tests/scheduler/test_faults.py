@@ -124,4 +124,7 @@ def send_through_faults(
     # A copy beyond the first exists only where the server dropped the connection after
     # taking the message: the sender cannot tell, resends, and counts it as uncertain.
     duplicates = sum(len(ids) - 1 for ids in server.received.values() if ids)
-    assert 0 < duplicates <= counts["uncertain_total"]
+    assert duplicates <= counts["uncertain_total"]
+    # Some drops after the server took a message are expected among 2,000 readers (about 20);
+    # among 600 without pipelining about 6, so none at all happens in a few runs in a thousand.
+    assert duplicates > 0 or readers < 1000

@@ -79,7 +79,7 @@ import os, sys, time
 from newsletter.db import Database
 from scheduler.leader import Leadership
 
-leadership = Leadership(Database(sys.argv[1]), check_interval=0.1).start()
+leadership = Leadership(Database(sys.argv[1]), check_interval=0.5).start()
 state = sys.argv[2]
 while True:
     with open(state + ".tmp", "w") as out:
@@ -196,7 +196,9 @@ def worker_env(database: Database, smtp_url: str, send_rate: int) -> dict[str, s
     }
 
 
-def start_worker(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str], cwd: Path, *, lease: float = 1) -> subprocess.Popen[bytes]:
+    """``newsletter worker --until-idle``; a short ``lease`` lets a killed worker's rows come
+    back within the test (a live worker that stalls longer than it could have its rows resent)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -205,7 +207,7 @@ def start_worker(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
             "worker",
             "--until-idle",
             "--lease",
-            "1",
+            str(lease),
             "--poll-interval",
             "0.05",
         ],
@@ -255,7 +257,8 @@ def test_four_workers_share_a_campaign_within_the_fleet_rate_without_taking_a_ro
     add_readers(postgres_database, readers)
     assert enqueue(postgres_database, MESSAGE) == readers
     env = worker_env(postgres_database, smtp_url, send_rate)
-    workers = [start_worker(env, tmp_path) for _ in range(4)]
+    # Nobody is killed here: a long lease, so that a worker the machine stalls keeps its rows.
+    workers = [start_worker(env, tmp_path, lease=10) for _ in range(4)]
     try:
         # The fleet's rate, measured once all four have said they are alive (and have had a
         # heartbeat to take their quarter of it): within send_rate, and not starved either.
