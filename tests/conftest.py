@@ -4,6 +4,7 @@ PostgreSQL where it answers, a live web server, and Playwright on Debian's chrom
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import threading
@@ -34,11 +35,26 @@ POSTGRES_URL = os.environ.get(
 )
 
 
+# Ports for test servers come from below Linux's ephemeral range (32768-60999), which the
+# kernel hands to outgoing connections: a port found free there could become a database
+# client's before the test's server binds it. Never the same one twice in a run.
+_PORTS = range(20_000, 32_768)
+_given: set[int] = set()
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (aiosmtpd cannot take port 0)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    for port in random.sample(_PORTS, 200):
+        if port in _given:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    raise RuntimeError("no free port between 20000 and 32767")
 
 
 # ---------------------------------------------------------------- SMTP
