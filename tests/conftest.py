@@ -17,6 +17,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 import uvicorn
@@ -290,11 +291,13 @@ def expect_frame_shows(page: Page, text: str, timeout: float = 10_000) -> None:
     try:
         expect(page.frame_locator("iframe.email").get_by_text(text)).to_be_visible(timeout=timeout)
     except AssertionError as error:
-        src = page.locator("iframe.email").get_attribute("src") or ""
-        answer = page.request.get(src)
-        raise AssertionError(
-            f"{error}\nthe frame's src {src!r} answers {answer.status}: {answer.text()[:300]!r}"
-        ) from None
+        src = urljoin(page.url, page.locator("iframe.email").get_attribute("src") or "")
+        try:
+            answer = page.request.get(src)
+            found = f"answers {answer.status}: {answer.text()[:300]!r}"
+        except Exception as failure:  # the diagnosis must not hide the failure
+            found = f"could not be fetched: {failure}"
+        raise AssertionError(f"{error}\nthe frame's src {src!r} {found}") from None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -104,7 +104,7 @@ def test_a_session_cookie_cannot_be_edited_and_is_secure_behind_https() -> None:
     other = ("A" if signature[0] != "A" else "B") + signature[1:]
     assert signer.read(f"{signed}.{other}") is None
     payload, stamp = signed.split(".")
-    edited = ("A" if payload[1] != "A" else "B").join((payload[:1], payload[2:]))
+    edited = payload[0] + ("A" if payload[1] != "A" else "B") + payload[2:]
     assert signer.read(f"{edited}.{stamp}.{signature}") is None
     assert SessionSigner("another secret").read(value) is None
     assert session.accepts(session.csrf_token) and not session.accepts("guess")
