@@ -21,9 +21,12 @@ MESSAGE = "campaign:claims"
 def make_worker(
     database: Database, make_settings: Callable[..., Settings]
 ) -> Callable[..., Worker]:
-    """A worker on ``database`` with four connections (never opened here) and a fast rate."""
+    """A worker on ``database`` with four connections (never opened here) and a fast rate,
+    with a campaign to ``readers`` readers queued for it."""
 
-    def build(**overrides: object) -> Worker:
+    def build(readers: int, **overrides: object) -> Worker:
+        add_readers(database, readers)
+        enqueue(database, MESSAGE)
         values: dict[str, object] = {"send_concurrency": 4, "send_rate": 100_000, **overrides}
         settings = make_settings(database_url=database.url, **values)
         return Worker(settings, database, make_render(), threading.Event(), FAST)
@@ -32,11 +35,9 @@ def make_worker(
 
 
 def test_claims_start_at_a_few_a_connection_and_grow_to_a_batch(
-    database: Database, make_worker: Callable[..., Worker]
+    make_worker: Callable[..., Worker],
 ) -> None:
-    add_readers(database, 3000)
-    enqueue(database, MESSAGE)
-    worker = make_worker()
+    worker = make_worker(3000)
     first = worker.first_claim_size()
     assert first == 4 * 8  # eight a connection
 
@@ -48,20 +49,16 @@ def test_claims_start_at_a_few_a_connection_and_grow_to_a_batch(
 
 
 def test_after_a_short_claim_the_next_starts_small_again(
-    database: Database, make_worker: Callable[..., Worker]
+    make_worker: Callable[..., Worker],
 ) -> None:
-    add_readers(database, 40)
-    enqueue(database, MESSAGE)
-    worker = make_worker()
+    worker = make_worker(40)
     assert [worker.claim(), worker.claim()] == [32, 8]  # the second found less than it asked
     assert worker.claim_size == worker.first_claim_size()
 
 
 def test_a_slow_rate_claims_no_more_than_half_a_second_of_sending(
-    database: Database, make_worker: Callable[..., Worker]
+    make_worker: Callable[..., Worker],
 ) -> None:
-    add_readers(database, 100)
-    enqueue(database, MESSAGE)
-    worker = make_worker(send_rate=20)  # a batch is 11 deliveries: half a second at 20 a second
+    worker = make_worker(100, send_rate=20)  # a batch is 11: half a second at 20 a second
     assert worker.batch_size() == 11
     assert [worker.claim() for _ in range(3)] == [11, 11, 11]
