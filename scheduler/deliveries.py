@@ -39,6 +39,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    any_,
     bindparam,
     column,
     delete,
@@ -49,6 +50,7 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -447,6 +449,22 @@ def _padded(ids: list[T]) -> list[T]:
     return ids + [ids[-1]] * (size - len(ids))
 
 
+def _id_in(session: Session, ids: list[int]) -> ColumnElement[bool]:
+    """``deliveries.id IN ids`` with the ids in one parameter: an array on PostgreSQL, a JSON
+    array that SQLite unpacks (``json_each``).
+
+    One statement whatever the count, compiled once. An ``IN`` list is a statement of its own
+    for each length (see ``_padded``), and SQLAlchemy spells out a bound name for each item at
+    every call, which cost the worker's main thread about 3 µs a message it marked sent.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return deliveries.c.id == any_(bindparam("ids", ids, type_=ARRAY(Integer)))
+    unpacked = select(column("value")).select_from(
+        func.json_each(bindparam("ids", json.dumps(ids)))
+    )
+    return deliveries.c.id.in_(unpacked)
+
+
 def _held_by(worker: str) -> ColumnElement[bool]:
     """The row named by the ``b_id`` parameter, if ``worker`` still holds it under its claim.
 
@@ -492,9 +510,7 @@ def mark_sent(session: Session, items: Sequence[tuple[int, int]], at: datetime) 
     }
     plain = [delivery_id for delivery_id, uncertain in items if not uncertain]
     if plain:  # the common case, in one statement
-        session.execute(
-            update(deliveries).where(deliveries.c.id.in_(_padded(plain))).values(**values)
-        )
+        session.execute(update(deliveries).where(_id_in(session, plain)).values(**values))
     resent = [(delivery_id, uncertain) for delivery_id, uncertain in items if uncertain]
     if resent:
         session.execute(

@@ -106,6 +106,14 @@ Exchanged = tuple[DeliveryError | None, DeliveryError | None]
 
 _ENVELOPE_STAGES = ("MAIL", "RCPT", "DATA")
 
+# The replies that accept a pipelined exchange (the message and the next envelope), or the
+# message alone, as their lines begin: "250 " (not "250-": a reply of one line).
+_ACCEPTED = {
+    ("message", *_ENVELOPE_STAGES): (b"250 ", b"250 ", b"250 ", b"354 "),
+    (*_ENVELOPE_STAGES,): (b"250 ", b"250 ", b"354 "),
+    ("message",): (b"250 ",),
+}
+
 
 @dataclass
 class _Flight:
@@ -258,6 +266,8 @@ class SmtpConnection:
             if not chunk:
                 raise smtplib.SMTPServerDisconnected("connection closed by the server")
             self._buffer += chunk
+            if self._all_accepted():
+                return None, None
             while (reply := self._take_reply()) is not None:
                 outcome = self._on_reply(*reply)
                 if outcome is not None:
@@ -265,6 +275,26 @@ class SmtpConnection:
         except (OSError, smtplib.SMTPServerDisconnected) as error:
             return self.abandon(error)
         return None
+
+    def _all_accepted(self) -> bool:
+        """The common case in one step: the buffer holds exactly the awaited replies, one line
+        each, each the code that accepts its stage. Then the exchange is over and went well
+        (the message taken, the transaction open for the next one); otherwise False, and the
+        replies are read one at a time."""
+        flight = self._flight
+        expected = _ACCEPTED.get(tuple(flight.awaiting))
+        lines = self._buffer.split(b"\r\n")
+        if expected is None or flight.unwritten or len(lines) != len(expected) + 1 or lines[-1]:
+            return False
+        if not all(map(bytes.startswith, lines, expected)):
+            return False
+        if flight.awaiting[0] == "message":
+            self.messages_sent += 1
+        self._in_data = flight.has_envelope
+        self._buffer = b""
+        flight.awaiting.clear()
+        flight.message_unanswered = False
+        return True
 
     def abandon(self, error: BaseException) -> Exchanged:
         """Give up on the started exchange (the server went away or stayed silent too long)."""

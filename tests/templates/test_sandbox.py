@@ -109,3 +109,15 @@ def test_reader_fields_campaign_facts_and_filters_work_inside_the_sandbox(
     html = " ".join(raw.decode().split())
     assert "RAE from Oslo, no zip, a+b, camp, ok, less &lt;b&gt;" in html
     assert "RAE from Oslo, no zip, a+b, camp, ok, less <b>" in html  # the text part
+
+
+def test_a_printed_value_is_escaped_once_in_the_html_and_never_in_the_text(
+    make_content: Callable[..., Content], links: Links, settings: Settings
+) -> None:
+    reader = Reader(email="r@example.org", name="Tom & <Jerry>", attributes={"badge": "<i>K2</i>"})
+    body = (
+        "Hi {{ reader.name }}, {{ reader.attributes.badge|safe }}, {{ reader.attributes.badge }}\n"
+    )
+    text, html = attempt(body, make_content, reader, links, settings).decode().split("<html", 1)
+    assert "Hi Tom &amp; &lt;Jerry&gt;, <i>K2</i>, &lt;i&gt;K2&lt;/i&gt;" in " ".join(html.split())
+    assert "Hi Tom & <Jerry>, <i>K2</i>, <i>K2</i>" in text
