@@ -459,10 +459,8 @@ def _id_in(session: Session, ids: list[int]) -> ColumnElement[bool]:
     """
     if session.get_bind().dialect.name == "postgresql":
         return deliveries.c.id == any_(bindparam("ids", ids, type_=ARRAY(Integer)))
-    unpacked = select(column("value")).select_from(
-        func.json_each(bindparam("ids", json.dumps(ids)))
-    )
-    return deliveries.c.id.in_(unpacked)
+    unpacked = func.json_each(bindparam("ids", json.dumps(ids)))
+    return deliveries.c.id.in_(select(column("value", Integer)).select_from(unpacked))
 
 
 def _held_by(worker: str) -> ColumnElement[bool]:
