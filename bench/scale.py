@@ -49,7 +49,7 @@ from scheduler.deliveries import (  # noqa: E402
     enqueue,
 )
 from scheduler.rendering import plain_render  # noqa: E402
-from scheduler.worker import WorkerOptions, run_worker  # noqa: E402
+from scheduler.worker import WorkerOptions, run_worker, tune_interpreter  # noqa: E402
 from subscribers.models import Subscriber  # noqa: E402
 
 MESSAGE = "campaign:scale"
@@ -88,6 +88,7 @@ def campaign(path: Path, readers: int, size: int, connections: int, port: int) -
     def render(delivery: ClaimedDelivery, reader: Recipient) -> bytes:
         return plain_render(delivery, reader, sender=SENDER, size=size)
 
+    tune_interpreter()  # as the ``newsletter worker`` command does once started
     started = time.perf_counter()
     run_worker(
         settings,

@@ -45,7 +45,7 @@ from newsletter.db import Database, utcnow  # noqa: E402
 from newsletter.settings import Settings  # noqa: E402
 from scheduler.deliveries import ClaimedDelivery, Recipient, delivery_counts, enqueue  # noqa: E402
 from scheduler.rendering import Renderer, plain_render  # noqa: E402
-from scheduler.worker import SWITCH_INTERVAL, WorkerOptions, run_worker  # noqa: E402
+from scheduler.worker import WorkerOptions, run_worker, tune_interpreter  # noqa: E402
 from subscribers.models import Subscriber  # noqa: E402
 
 SENDER = "Bench <bench@example.org>"
@@ -147,7 +147,6 @@ def send_campaign(
     url: str, port: int, connections: int, size: int, name: str, article: bool = False
 ) -> None:
     """One worker, as ``newsletter worker --until-idle`` runs it."""
-    sys.setswitchinterval(SWITCH_INTERVAL)  # as the ``newsletter worker`` command sets it
     settings = Settings(
         database_url=url,
         smtp_url=f"smtp://127.0.0.1:{port}",
@@ -161,6 +160,7 @@ def send_campaign(
 
     database = Database(url)
     renderer = Renderer(settings, database) if article else None
+    tune_interpreter()  # as the ``newsletter worker`` command does once started
     run_worker(
         settings,
         database,

@@ -33,7 +33,7 @@ from scheduler.explain import explain, format_explanation
 from scheduler.plan import PlannedSend, plan, scope_from
 from scheduler.rendering import Renderer
 from scheduler.sequences import reader_zone
-from scheduler.worker import SWITCH_INTERVAL, WorkerOptions, run_worker
+from scheduler.worker import WorkerOptions, run_worker, tune_interpreter
 from subscribers.export import escape_cell
 
 # What the clock calls every few seconds besides campaign runs; the shell adds to it (for
@@ -63,9 +63,6 @@ def worker(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    # Sender threads wake on every SMTP reply; a short switch interval lets them take the GIL
-    # from the claiming thread sooner (see SWITCH_INTERVAL).
-    sys.setswitchinterval(SWITCH_INTERVAL)
     settings = runtime.settings()
     database = runtime.database()
     stop = threading.Event()
@@ -77,6 +74,7 @@ def worker(
             settings, database, due_work=DUE_WORK, should_run=should_run_clock()
         )
     render = Renderer(settings, database)
+    tune_interpreter()  # start-up is over
     try:
         report = run_worker(
             settings,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -397,3 +399,19 @@ def test_a_passing_render_fault_is_retried_but_a_broken_template_fails_the_deliv
     with database.session() as session:
         failed = session.scalars(select(Delivery).where(Delivery.state == State.FAILED)).one()
         assert failed.last_error is not None and "nmae" in failed.last_error
+
+
+def test_a_worker_process_collects_garbage_rarely_and_leaves_its_start_up_objects_alone() -> None:
+    # In a process of its own: the test process's collector is not the one under test.
+    script = (
+        "import gc, sys\n"
+        "from scheduler.worker import GC_THRESHOLDS, SWITCH_INTERVAL, tune_interpreter\n"
+        "before = gc.get_freeze_count()\n"
+        "tune_interpreter()\n"
+        "print(gc.get_threshold() == GC_THRESHOLDS, gc.get_freeze_count() > before,\n"
+        "      abs(sys.getswitchinterval() - SWITCH_INTERVAL) < 1e-6, GC_THRESHOLDS[0] > 700)\n"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert shown == ["True", "True", "True", "True"]
