@@ -267,7 +267,8 @@ class SmtpConnection:
                 raise smtplib.SMTPServerDisconnected("connection closed by the server")
             self._buffer += chunk
             if self._all_accepted():
-                return None, None
+                # The message's reply may have come in an earlier read: its outcome stands.
+                return self._flight.finished, None
             while (reply := self._take_reply()) is not None:
                 outcome = self._on_reply(*reply)
                 if outcome is not None:
@@ -277,10 +278,10 @@ class SmtpConnection:
         return None
 
     def _all_accepted(self) -> bool:
-        """The common case in one step: the buffer holds exactly the awaited replies, one line
-        each, each the code that accepts its stage. Then the exchange is over and went well
-        (the message taken, the transaction open for the next one); otherwise False, and the
-        replies are read one at a time."""
+        """The common case in one step: the buffer holds exactly the replies still awaited, one
+        line each, each the code that accepts its stage. Then the exchange is over: the message
+        (if awaited) taken, the envelope (if any) too, its transaction open for the next
+        message. Otherwise False, and the replies are read one at a time."""
         flight = self._flight
         expected = _ACCEPTED.get(tuple(flight.awaiting))
         lines = self._buffer.split(b"\r\n")
