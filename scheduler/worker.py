@@ -79,6 +79,10 @@ GC_THRESHOLDS = (10_000, 10, 10)
 # How often the main thread looks for outcomes to commit while the sender thread sends.
 GATHER_PAUSE = 0.01
 
+# How often the sender looks for exchanges past their deadline (``smtp_timeout``): looking after
+# every reply cost a pass over every connection.
+DEADLINE_CHECK = 0.05
+
 # How much larger each claim after a full one may be than the one before (``Worker.claim``).
 CLAIM_RAMP = 4
 
@@ -526,9 +530,7 @@ class Lane:
         self.held: tuple[ClaimedDelivery, bytes] | None = None  # envelope taken, message not sent
         self.flight: Flight | None = None  # written, replies awaited
         self.owed: dict[int, ClaimedDelivery] = {}  # taken from the queue, outcome not yet given
-
-    def fileno(self) -> int:
-        return self.connection.fileno()
+        self.fd = -1  # the connection's socket while an exchange is under way
 
 
 class Sender:
@@ -558,6 +560,7 @@ class Sender:
         # Taken from the queue and rendered while every lane waited for its server.
         self.ahead: deque[tuple[ClaimedDelivery, bytes | Outcome]] = deque()
         self.stopping = False  # the queue said stop: finish what is under way, take nothing
+        self.next_deadline_check = 0.0  # monotonic time of the next look for silent servers
 
     def run(self) -> None:
         try:
@@ -623,34 +626,42 @@ class Sender:
             self.ahead.append((delivery, self.worker.prepare(delivery)))
 
     def await_replies(self) -> None:
-        """Act on the replies that arrive before the next rate slot or the earliest deadline."""
-        flying = [lane for lane in self.lanes if lane.flight is not None]
+        """Act on the replies that arrive before the next rate slot or the next look for
+        exchanges past their deadline."""
+        # By socket: given the lanes, select() would call each one's fileno(), in Python.
+        flying = {lane.fd: lane for lane in self.lanes if lane.flight is not None}
         now = time.monotonic()
         wait = self.worker.limiter.next_slot - now
         if not flying:
             if wait > 0 and (self.ahead or not self.stopping):
                 time.sleep(wait)
             return
-        earliest = min(lane.flight.deadline for lane in flying if lane.flight is not None)
-        timeout = max(0.0, earliest - now)
+        timeout = max(0.0, self.next_deadline_check - now)
         if wait > 0 and (self.ahead or not self.worker.work.empty()):
             timeout = min(timeout, wait)
-        readable, _, _ = select.select(flying, [], [], timeout)
-        for lane in readable:
+        readable, _, _ = select.select(list(flying), [], [], timeout)
+        for fd in readable:
+            lane = flying[fd]
             self.guarded(lane, lambda: self.on_readable(lane))  # noqa: B023
-        self.give_up_on_silent(flying)
+        if time.monotonic() >= self.next_deadline_check:
+            self.give_up_on_silent(list(flying.values()))
+            self.next_deadline_check = time.monotonic() + DEADLINE_CHECK
 
     def give_up_on_silent(self, lanes: list[Lane]) -> None:
         """Abandon the exchanges past their deadline that have nothing to read: a reply that
         came while the loop was busy elsewhere (reconnecting another lane, say) still counts."""
         now = time.monotonic()
-        late = [lane for lane in lanes if lane.flight is not None and lane.flight.deadline <= now]
+        late = {
+            lane.fd: lane
+            for lane in lanes
+            if lane.flight is not None and lane.flight.deadline <= now
+        }
         if not late:
             return
-        answered, _, _ = select.select(late, [], [], 0)
+        answered, _, _ = select.select(list(late), [], [], 0)
         silent = TimeoutError(f"no reply within {self.worker.options.smtp_timeout} s")
-        for lane in late:
-            if lane in answered:
+        for fd, lane in late.items():
+            if fd in answered:
                 self.guarded(lane, lambda: self.on_readable(lane))  # noqa: B023
             else:
                 self.guarded(lane, lambda: self.land(lane, lane.connection.abandon(silent)))  # noqa: B023
@@ -702,6 +713,8 @@ class Sender:
         outcome = lane.connection.start(message, envelope)
         if outcome is not None:  # the write failed
             self.land(lane, outcome)
+        else:
+            lane.fd = lane.connection.fileno()
 
     def on_readable(self, lane: Lane) -> None:
         outcome = lane.connection.poll()
