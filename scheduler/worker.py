@@ -18,6 +18,9 @@ Crash windows, and why none loses a message or sends two different copies: kille
 claim and before SMTP, the row's lease expires and it is resent (counted ``uncertain``); killed
 between the server's 250 and the commit of ``sent``, the reader may get the same message twice,
 with the same Message-ID (also counted ``uncertain``); the design accepts that, never the loss.
+Stalled past its lease (the database locked, the process paused), a worker's rows may be taken
+by another worker: its sender writes no message once the leases it last renewed have run out
+(``Sender.lease_ran_out``), and gives those rows back instead.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import os
 import queue
 import random
@@ -85,6 +89,11 @@ DEADLINE_CHECK = 0.05
 
 # How much larger each claim after a full one may be than the one before (``Worker.claim``).
 CLAIM_RAMP = 4
+
+# The share of a lease kept in hand: the sender stops writing messages this long before the
+# leases it last renewed run out (``Worker.leases_until``), allowing for clocks that differ.
+LEASE_MARGIN = 0.1
+LEASE_RAN_OUT = "not sent: the worker's lease ran out before it could send (it is queued again)"
 
 # The renderer: one reader's copy of one message, as the bytes of an RFC 5322 message that
 # carries ``delivery.message_id`` as its Message-ID.
@@ -250,6 +259,9 @@ class Worker:
         self.unrecorded: list[Outcome] = []  # taken from ``results``, commit failed
         self.closing = threading.Event()
         self.next_renewal = 0.0
+        # Monotonic time until which no other worker can take the rows this one holds (less the
+        # margin): a stalled main thread renews nothing, and then the sender must not send.
+        self.leases_until = math.inf
         self.next_claim = 0.0  # monotonic time before which claiming again would find nothing
         self.claim_size = self.first_claim_size()
 
@@ -306,11 +318,15 @@ class Worker:
 
     def heartbeat(self) -> None:
         """Say this worker is alive, take its share of the rate, renew leases a third in."""
+        started = time.monotonic()
+        renewing = started >= self.next_renewal
         with self.database.session() as session:
             live = outbox.heartbeat(session, self.name, alive_within=timedelta(seconds=5))
-            if time.monotonic() >= self.next_renewal:
+            if renewing:
                 outbox.renew_leases(session, self.name, self.options.lease)
-                self.next_renewal = time.monotonic() + self.options.lease.total_seconds() / 3
+        if renewing:  # committed: every row held is leased until ``started`` + lease at least
+            self.leases_until = started + self.lease_in_hand()
+            self.next_renewal = time.monotonic() + self.options.lease.total_seconds() / 3
         rate = self.settings.send_rate / live
         if rate != self.rate:
             self.rate = rate
@@ -331,10 +347,13 @@ class Worker:
         followed by one ``CLAIM_RAMP`` times larger, up to ``batch_size``: a row costs far less
         to read than to send, so the next claim is read while the one before is sent."""
         batch = min(self.claim_size, self.batch_size())
+        started = time.monotonic()
         with self.database.session() as session:
             claimed = outbox.claim_due_deliveries(
                 session, self.name, batch=batch, lease=self.options.lease, domain=self.domain
             )
+        if claimed:
+            self.leases_until = min(self.leases_until, started + self.lease_in_hand())
         short = len(claimed) < batch
         self.next_claim = time.monotonic() + self.options.poll_interval if short else 0.0
         self.claim_size = self.first_claim_size() if short else batch * CLAIM_RAMP
@@ -348,6 +367,10 @@ class Worker:
             self.work.put(delivery)
         self.in_flight += len(claimed)
         return len(claimed)
+
+    def lease_in_hand(self) -> float:
+        """Seconds of a lease the sender may use."""
+        return self.options.lease.total_seconds() * (1 - LEASE_MARGIN)
 
     def nothing_left(self) -> bool:
         with self.database.session() as session:
@@ -686,6 +709,9 @@ class Sender:
         if isinstance(data, Outcome):
             self.give(lane, data)
             return
+        if self.lease_ran_out():
+            self.give_back(lane, delivery)
+            return
         connection = lane.connection
         if lane.held is None and not connection.is_open:
             self.give(lane, self.deliver(lane, delivery, data))  # opens the connection
@@ -701,9 +727,28 @@ class Sender:
         self.launch(lane, Flight(held, (delivery, data)), held[1] if held else None, envelope)
 
     def send_held(self, lane: Lane) -> None:
+        if self.lease_ran_out():
+            self.give_back(lane, None)
+            return
         held, lane.held = lane.held, None
         if held is not None:
             self.launch(lane, Flight(held, None), held[1], None)
+
+    def lease_ran_out(self) -> bool:
+        """True once another worker may have taken this worker's rows: its main thread has not
+        renewed their leases in time (stalled, or the database stopped answering)."""
+        return time.monotonic() >= self.worker.leases_until
+
+    def give_back(self, lane: Lane, delivery: ClaimedDelivery | None) -> None:
+        """Send neither ``delivery`` nor the lane's held message, whose leases ran out (another
+        worker may be sending them): the held message's transaction is dropped unsent, and both
+        go back to the queue, due at once, if this worker still holds them when it records."""
+        held, lane.held = lane.held, None
+        if held is not None:
+            lane.connection.close_quietly()
+        for item in (held[0] if held else None, delivery):
+            if item is not None:
+                self.give(lane, self.worker.retry(item, 0, LEASE_RAN_OUT, now=True))
 
     def launch(
         self, lane: Lane, flight: Flight, message: bytes | None, envelope: Envelope | None
@@ -788,6 +833,8 @@ class Sender:
                     pause = min(pause * 2, 30.0)
                     continue
             worker.limiter.wait()
+            if self.lease_ran_out():
+                return worker.retry(delivery, uncertain, LEASE_RAN_OUT, now=True)
             skipped = self.suppressed(delivery, uncertain)
             if skipped is not None:
                 return skipped
