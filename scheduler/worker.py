@@ -87,6 +87,11 @@ GATHER_PAUSE = 0.01
 # every reply cost a pass over every connection.
 DEADLINE_CHECK = 0.05
 
+# How long a connection the relay would not open rests before the next try (``Sender.open_lane``):
+# the first rest, doubled after each refusal in a row up to the last.
+FIRST_REST = 0.1
+LONGEST_REST = 30.0
+
 # How much larger each claim after a full one may be than the one before (``Worker.claim``).
 CLAIM_RAMP = 4
 
@@ -554,6 +559,8 @@ class Lane:
         self.flight: Flight | None = None  # written, replies awaited
         self.owed: dict[int, ClaimedDelivery] = {}  # taken from the queue, outcome not yet given
         self.fd = -1  # the connection's socket while an exchange is under way
+        self.resting_until = 0.0  # monotonic time before which the relay is not asked again
+        self.rest = FIRST_REST  # the next rest, should the relay refuse this connection again
 
 
 class Sender:
@@ -604,8 +611,10 @@ class Sender:
     def fill_lanes(self) -> None:
         """Start an exchange on every lane without one: the next delivery, or the held message
         alone when there is no delivery to send with it now."""
+        now = time.monotonic()
+        closing = self.worker.closing.is_set()  # then every lane tries once more, rested or not
         for lane in self.lanes:
-            if lane.flight is not None:
+            if lane.flight is not None or (lane.resting_until > now and not closing):
                 continue
             taken = self.next_delivery()
             if taken is not None:
@@ -614,7 +623,7 @@ class Sender:
                 self.guarded(lane, lambda: self.step(lane, delivery, data))  # noqa: B023
             elif lane.held is not None:
                 self.guarded(lane, lambda: self.send_held(lane))  # noqa: B023
-        if all(lane.flight is not None for lane in self.lanes):
+        if all(lane.flight is not None or lane.resting_until > now for lane in self.lanes):
             self.render_ahead()
 
     def next_delivery(self) -> tuple[ClaimedDelivery, bytes | Outcome] | None:
@@ -658,6 +667,8 @@ class Sender:
         if not flying:
             if wait > 0 and (self.ahead or not self.stopping):
                 time.sleep(wait)
+            elif (rest := self.rest_left(now)) > 0 and not self.worker.closing.is_set():
+                self.worker.closing.wait(rest)
             return
         timeout = max(0.0, self.next_deadline_check - now)
         if wait > 0 and (self.ahead or not self.worker.work.empty()):
@@ -669,6 +680,10 @@ class Sender:
         if time.monotonic() >= self.next_deadline_check:
             self.give_up_on_silent(list(flying.values()))
             self.next_deadline_check = time.monotonic() + DEADLINE_CHECK
+
+    def rest_left(self, now: float) -> float:
+        """Seconds until a lane may be used: 0 unless every lane rests."""
+        return max(0.0, min(lane.resting_until for lane in self.lanes) - now)
 
     def give_up_on_silent(self, lanes: list[Lane]) -> None:
         """Abandon the exchanges past their deadline that have nothing to read: a reply that
@@ -714,7 +729,14 @@ class Sender:
             return
         connection = lane.connection
         if lane.held is None and not connection.is_open:
-            self.give(lane, self.deliver(lane, delivery, data))  # opens the connection
+            refusal = self.open_lane(lane)
+            if refusal is None:
+                self.give(lane, self.deliver(lane, delivery, data))  # the first message on it
+            elif worker.closing.is_set():
+                self.give(lane, worker.retry(delivery, 0, refusal, now=True))
+            else:  # another lane sends it
+                lane.owed.pop(delivery.id, None)
+                self.ahead.appendleft((delivery, data))
             return
         worker.limiter.wait()  # a slot is ready: this takes it without waiting
         skipped = self.suppressed(delivery)
@@ -803,6 +825,23 @@ class Sender:
             return Outcome(delivery, State.SKIPPED, uncertain, f"reader {current or 'erased'}")
         return None
 
+    def open_lane(self, lane: Lane) -> str | None:
+        """Open the lane's connection; None when it opened, else why not. A lane the relay will
+        not open (down, or taking no more sessions from this client: a 421 greeting) rests,
+        ``FIRST_REST`` and twice as long after each refusal in a row, while the others send."""
+        try:
+            lane.connection.open()
+        except ConnectFailed as error:
+            log.warning(
+                "event=connect_failed %s",
+                _fields(worker=self.worker.name, error=error.message, retry_in=lane.rest),
+            )
+            lane.resting_until = time.monotonic() + lane.rest
+            lane.rest = min(lane.rest * 2, LONGEST_REST)
+            return error.message
+        lane.rest = FIRST_REST
+        return None
+
     def deliver(
         self,
         lane: Lane,
@@ -813,25 +852,15 @@ class Sender:
         drops: int = 0,
     ) -> Outcome:
         """One message, one step at a time: (re)connect, wait for a rate slot, re-read the
-        reader's status, send; a dropped connection is reopened and the message sent again."""
+        reader's status, send; a dropped connection is reopened and the message sent again.
+        When it cannot be reopened, the lane rests and the delivery is queued again at once."""
         worker = self.worker
         connection = lane.connection
         assert delivery.recipient is not None
-        pause = 0.1
         last_error = "connection dropped"
         while drops <= 3:
-            if not connection.is_open:
-                try:
-                    connection.open()
-                    pause = 0.1
-                except ConnectFailed as error:
-                    log.warning(
-                        "event=connect_failed %s", _fields(worker=worker.name, error=error.message)
-                    )
-                    if worker.closing.wait(pause) or worker.stop_event.is_set():
-                        return worker.retry(delivery, uncertain, error.message, now=True)
-                    pause = min(pause * 2, 30.0)
-                    continue
+            if not connection.is_open and (refusal := self.open_lane(lane)) is not None:
+                return worker.retry(delivery, uncertain, refusal, now=True)
             worker.limiter.wait()
             if self.lease_ran_out():
                 return worker.retry(delivery, uncertain, LEASE_RAN_OUT, now=True)

@@ -1,22 +1,27 @@
 """One sender thread drives every SMTP connection of a worker: the connections really work at
-once, and one that falls silent holds up neither the others nor its own reader for good."""
+once, one that falls silent holds up neither the others nor its own reader for good, and one the
+relay will not open holds up no other."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from newsletter.db import Database
 from newsletter.settings import Settings
 from scheduler.deliveries import State, delivery_counts, enqueue
 from scheduler.worker import run_worker
-from tests.conftest import RecordingHandler, SmtpServer, serving
+from tests.conftest import RecordingHandler, SmtpServer, free_port, serving
 from tests.scheduler.delivery_helpers import (
     FAST,
     Pipelining,
@@ -124,3 +129,87 @@ def test_a_connection_that_falls_silent_holds_up_no_one_and_its_reader_gets_the_
     with database.session() as session:
         counts = delivery_counts(session, MESSAGE)
     assert counts[State.SENT.value] == 40
+
+
+@dataclass
+class SessionLimit:
+    """How many sessions a relay takes at once from this client, and what it turned away."""
+
+    most: int
+    open: int = 0
+    refused: int = 0
+
+
+class LimitedSMTP(SMTP):
+    """Greets with 421 and hangs up once ``limit.most`` sessions are open, as relays do."""
+
+    limit: SessionLimit
+    turned_away = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.limit.open >= self.limit.most:
+            self.limit.refused += 1
+            self.turned_away = True
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(b"421 4.7.0 Too many connections from your host\r\n")
+            transport.close()
+            return
+        self.limit.open += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.turned_away:
+            return
+        self.limit.open -= 1
+        super().connection_lost(error)
+
+
+@contextmanager
+def relay_taking(most: int) -> Iterator[tuple[SmtpServer, SessionLimit]]:
+    limit = SessionLimit(most)
+
+    class LimitedController(Controller):
+        def factory(self) -> SMTP:
+            server = LimitedSMTP(self.handler, **self.SMTP_kwargs)
+            server.limit = limit
+            return server
+
+    port = free_port()
+    handler = RecordingHandler()
+    controller = LimitedController(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield SmtpServer("127.0.0.1", port, handler), limit
+    finally:
+        controller.stop()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_connections_the_relay_refuses_hold_up_none_of_those_it_takes(
+    database: Database, settings_for: Callable[..., Settings]
+) -> None:
+    readers = 60
+    add_readers(database, readers)
+    enqueue(database, MESSAGE)
+    stop = threading.Event()
+    with relay_taking(2) as (server, limit):
+        # Four connections configured, two allowed: the relay says 421 to the other two.
+        settings = settings_for(database, server.url, send_concurrency=4)
+        worker = threading.Thread(
+            target=run_worker,
+            args=(settings, database, make_render()),
+            kwargs={"stop_event": stop, "options": FAST},
+            daemon=True,
+        )
+        started = time.monotonic()
+        worker.start()
+        worker.join(timeout=20)
+        stop.set()
+        took = time.monotonic() - started
+
+    assert not worker.is_alive() and took < 10
+    assert limit.refused >= 2
+    copies = Counter(address for mail in server.messages for address in mail.rcpt_tos)
+    assert copies == Counter(reader_address(n) for n in range(readers))
+    with database.session() as session:
+        assert delivery_counts(session, MESSAGE)[State.SENT] == readers
