@@ -674,16 +674,31 @@ def create_admin_router(
             "Unsubscribe the reader",
         )
 
-    @guarded.post("/subscribers/{reader_id}/unsubscribe", response_class=HTMLResponse)
-    def unsubscribe_reader(request: Request, reader_id: int) -> Response:
-        signed = signed_of(request)
+    def act_on_reader(
+        request: Request,
+        reader_id: int,
+        act: Callable[[Any, Subscriber], object],
+        then: str,
+        done: str,
+    ) -> Response:
+        """Do ``act`` to the reader in one transaction, then go to ``then`` saying ``done``."""
         try:
             with database.session() as session:
-                reader = reader_or_404(session, reader_id)
-                unsubscribe(session, reader.key, source=f"admin:{signed.account.id}")
+                act(session, reader_or_404(session, reader_id))
         except NotFoundError as error:
             return page(request, "missing.html", 404, title="Not found", message=error.message)
-        return see_other(f"/admin/subscribers/{reader_id}", "unsubscribed")
+        return see_other(then, done)
+
+    @guarded.post("/subscribers/{reader_id}/unsubscribe", response_class=HTMLResponse)
+    def unsubscribe_reader(request: Request, reader_id: int) -> Response:
+        source = f"admin:{signed_of(request).account.id}"
+        return act_on_reader(
+            request,
+            reader_id,
+            lambda session, reader: unsubscribe(session, reader.key, source=source),
+            f"/admin/subscribers/{reader_id}",
+            "unsubscribed",
+        )
 
     @guarded.get("/subscribers/{reader_id}/erase", response_class=HTMLResponse)
     def erase_confirmation(request: Request, reader_id: int) -> HTMLResponse:
@@ -699,13 +714,13 @@ def create_admin_router(
 
     @guarded.post("/subscribers/{reader_id}/erase", response_class=HTMLResponse)
     def erase_reader(request: Request, reader_id: int) -> Response:
-        try:
-            with database.session() as session:
-                reader = reader_or_404(session, reader_id)
-                erase_subscriber(session, reader.email)
-        except NotFoundError as error:
-            return page(request, "missing.html", 404, title="Not found", message=error.message)
-        return see_other("/admin/subscribers", "erased")
+        return act_on_reader(
+            request,
+            reader_id,
+            lambda session, reader: erase_subscriber(session, reader.email),
+            "/admin/subscribers",
+            "erased",
+        )
 
     router.include_router(guarded, dependencies=[Depends(require_csrf)])
     return router

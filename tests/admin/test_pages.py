@@ -184,6 +184,11 @@ def test_erasing_a_reader_asks_first_then_leaves_only_the_hash(admin_site: Admin
         )
         assert erased.status_code == 303
         assert client.get(f"/admin/subscribers/{reader.id}").status_code == 404
+        for action in ("erase", "unsubscribe"):  # a reader already gone: a page that says so
+            again = client.post(
+                f"/admin/subscribers/{reader.id}/{action}", data={"csrf_token": csrf_token(client)}
+            )
+            assert again.status_code == 404 and "Not found" in again.text
     assert admin_site.reader(READERS[4]) is None
     with admin_site.database.session() as session:
         assert session.scalar(select(func.count()).select_from(Suppression)) == 1
