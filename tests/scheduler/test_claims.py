@@ -4,14 +4,15 @@ claims that grow up to a batch while the ones before them are sent."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
 
 from newsletter.db import Database
 from newsletter.settings import Settings
-from scheduler.deliveries import enqueue
-from scheduler.worker import CLAIM_RAMP, Worker
+from scheduler.deliveries import State, delivery_counts, enqueue
+from scheduler.worker import CLAIM_RAMP, Outcome, Worker
 from tests.scheduler.delivery_helpers import FAST, add_readers, make_render
 
 MESSAGE = "campaign:claims"
@@ -62,3 +63,20 @@ def test_a_slow_rate_claims_no_more_than_half_a_second_of_sending(
     worker = make_worker(100, send_rate=20)  # a batch is 11: half a second at 20 a second
     assert worker.batch_size() == 11
     assert [worker.claim() for _ in range(3)] == [11, 11, 11]
+
+
+def test_outcomes_are_not_waited_for_while_the_next_claim_is_due(
+    make_worker: Callable[..., Worker],
+) -> None:
+    worker = make_worker(3000)
+    worker.claim()  # 32 rows: the next claim, of 128, is due while fewer than 64 are queued
+    assert worker.claim_wanted()
+    sent = worker.work.get()
+    worker.results.put(Outcome(sent, State.SENT))
+
+    started = time.monotonic()
+    worker.record(wait=5.0)  # 31 outcomes still to come: it would gather them for 5 s
+
+    assert time.monotonic() - started < 2.0
+    with worker.database.session() as session:
+        assert delivery_counts(session, MESSAGE)[State.SENT] == 1
