@@ -30,6 +30,9 @@ from tests.scheduler.campaign_helpers import (
 from tests.scheduler.delivery_helpers import add_readers, reader_address
 
 HOUR = timedelta(hours=1)
+# Four seconds of sending at 25 a second: a pause or cancel after the first five messages finds
+# most of them unclaimed (a worker claims half a second ahead) unless the test stalls for seconds.
+STOPPED_READERS = 100
 
 
 @pytest.fixture
@@ -113,7 +116,7 @@ def test_a_paused_campaign_sends_nothing_more_until_resumed_and_then_everyone_on
     settings_for: Callable[..., Settings],
 ) -> None:
     settings = marketer_settings(make_settings, database)
-    run = start(database, settings, 40)
+    run = start(database, settings, STOPPED_READERS)
     sender = settings_for(database, smtp_server.url, send_rate=25, send_concurrency=2)
     with WorkerThread(sender, database):
         wait_until(lambda: len(smtp_server.messages) >= 5)
@@ -122,19 +125,19 @@ def test_a_paused_campaign_sends_nothing_more_until_resumed_and_then_everyone_on
         wait_until(lambda: campaigns.status(database, run.name)["claimed"] == 0)
         paused_at = len(smtp_server.messages)
         time.sleep(0.6)
-        assert len(smtp_server.messages) == paused_at < 40
+        assert len(smtp_server.messages) == paused_at < STOPPED_READERS
         counts = campaigns.status(database, run.name)
         assert counts["state"] == "paused"
-        assert counts["queued"] == 40 - paused_at
+        assert counts["queued"] == STOPPED_READERS - paused_at
         campaigns.resume(database, run.name)
-        wait_until(lambda: len(smtp_server.messages) >= 40)
-    assert received(smtp_server) == Counter({reader_address(n): 1 for n in range(40)})
+        wait_until(lambda: len(smtp_server.messages) >= STOPPED_READERS)
+    assert received(smtp_server) == Counter({reader_address(n): 1 for n in range(STOPPED_READERS)})
     assert campaigns.finish_runs(database) == [run.name]
     counts = campaigns.status(database, run.name)
     assert counts["state"] == "done"
     assert {k: counts[k] for k in ("queued", "sent", "failed", "bounced", "skipped")} == {
         "queued": 0,
-        "sent": 40,
+        "sent": STOPPED_READERS,
         "failed": 0,
         "bounced": 0,
         "skipped": 0,
@@ -148,7 +151,7 @@ def test_a_cancelled_campaign_stops_and_its_unsent_deliveries_are_skipped(
     settings_for: Callable[..., Settings],
 ) -> None:
     settings = marketer_settings(make_settings, database)
-    run = start(database, settings, 40)
+    run = start(database, settings, STOPPED_READERS)
     sender = settings_for(database, smtp_server.url, send_rate=25, send_concurrency=2)
     with WorkerThread(sender, database):
         wait_until(lambda: len(smtp_server.messages) >= 5)
@@ -158,8 +161,8 @@ def test_a_cancelled_campaign_stops_and_its_unsent_deliveries_are_skipped(
     counts = campaigns.status(database, run.name)
     sent = len(smtp_server.messages)
     assert counts["state"] == "cancelled"
-    assert counts["sent"] == sent < 40
-    assert counts["skipped"] == 40 - sent and skipped > 0
+    assert counts["sent"] == sent < STOPPED_READERS
+    assert counts["skipped"] == STOPPED_READERS - sent and skipped > 0
     assert counts["queued"] == counts["uncertain"] == 0
     assert max(received(smtp_server).values()) == 1
     with pytest.raises(SchedulingError, match="cancelled after it started sending"):
