@@ -25,6 +25,7 @@ by another worker: its sender writes no message once the leases it last renewed 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import gc
 import logging
@@ -91,6 +92,10 @@ DEADLINE_CHECK = 0.05
 # the first rest, doubled after each refusal in a row up to the last.
 FIRST_REST = 0.1
 LONGEST_REST = 30.0
+
+# While a connection is being opened (in a helper thread), how often the sender looks whether it
+# is done: select() on the other connections cannot see it.
+OPENING_POLL = 0.005
 
 # How much larger each claim after a full one may be than the one before (``Worker.claim``).
 CLAIM_RAMP = 4
@@ -560,6 +565,7 @@ class Lane:
         self.owed: dict[int, ClaimedDelivery] = {}  # taken from the queue, outcome not yet given
         self.fd = -1  # the connection's socket while an exchange is under way
         self.resting_until = 0.0  # monotonic time before which the relay is not asked again
+        self.opening: concurrent.futures.Future[None] | None = None  # being opened meanwhile
         self.rest = FIRST_REST  # the next rest, should the relay refuse this connection again
 
 
@@ -587,6 +593,11 @@ class Sender:
             for _ in range(worker.concurrency)
         ]
         self.status = ReaderStatus(worker.database.url)
+        # Opens connections while the sender sends on the others: a relay takes several round
+        # trips to greet, upgrade to TLS and log in.
+        self.opener = concurrent.futures.ThreadPoolExecutor(
+            max_workers=worker.concurrency, thread_name_prefix="smtp-open"
+        )
         # Taken from the queue and rendered while every lane waited for its server.
         self.ahead: deque[tuple[ClaimedDelivery, bytes | Outcome]] = deque()
         self.stopping = False  # the queue said stop: finish what is under way, take nothing
@@ -598,6 +609,7 @@ class Sender:
                 self.fill_lanes()
                 self.await_replies()
         finally:
+            self.opener.shutdown(wait=True)
             for lane in self.lanes:
                 lane.connection.close()
             self.status.close()
@@ -614,6 +626,10 @@ class Sender:
         now = time.monotonic()
         closing = self.worker.closing.is_set()  # then every lane tries once more, rested or not
         for lane in self.lanes:
+            if lane.opening is not None:
+                if not lane.opening.done():
+                    continue
+                self.opened(lane)
             if lane.flight is not None or (lane.resting_until > now and not closing):
                 continue
             taken = self.next_delivery()
@@ -623,7 +639,10 @@ class Sender:
                 self.guarded(lane, lambda: self.step(lane, delivery, data))  # noqa: B023
             elif lane.held is not None:
                 self.guarded(lane, lambda: self.send_held(lane))  # noqa: B023
-        if all(lane.flight is not None or lane.resting_until > now for lane in self.lanes):
+        if all(
+            lane.flight is not None or lane.opening is not None or lane.resting_until > now
+            for lane in self.lanes
+        ):
             self.render_ahead()
 
     def next_delivery(self) -> tuple[ClaimedDelivery, bytes | Outcome] | None:
@@ -662,17 +681,26 @@ class Sender:
         exchanges past their deadline."""
         # By socket: given the lanes, select() would call each one's fileno(), in Python.
         flying = {lane.fd: lane for lane in self.lanes if lane.flight is not None}
+        opening = [lane.opening for lane in self.lanes if lane.opening is not None]
         now = time.monotonic()
         wait = self.worker.limiter.next_slot - now
         if not flying:
             if wait > 0 and (self.ahead or not self.stopping):
                 time.sleep(wait)
+            elif opening:
+                concurrent.futures.wait(
+                    opening,
+                    timeout=self.worker.options.smtp_timeout,
+                    return_when=concurrent.futures.FIRST_COMPLETED,
+                )
             elif (rest := self.rest_left(now)) > 0 and not self.worker.closing.is_set():
                 self.worker.closing.wait(rest)
             return
         timeout = max(0.0, self.next_deadline_check - now)
         if wait > 0 and (self.ahead or not self.worker.work.empty()):
             timeout = min(timeout, wait)
+        if opening:
+            timeout = min(timeout, OPENING_POLL)
         readable, _, _ = select.select(list(flying), [], [], timeout)
         for fd in readable:
             lane = flying[fd]
@@ -729,14 +757,19 @@ class Sender:
             return
         connection = lane.connection
         if lane.held is None and not connection.is_open:
-            refusal = self.open_lane(lane)
-            if refusal is None:
-                self.give(lane, self.deliver(lane, delivery, data))  # the first message on it
-            elif worker.closing.is_set():
-                self.give(lane, worker.retry(delivery, 0, refusal, now=True))
-            else:  # another lane sends it
-                lane.owed.pop(delivery.id, None)
-                self.ahead.appendleft((delivery, data))
+            if worker.closing.is_set():  # stopping: one try, here and now
+                refusal = self.open_lane(lane)
+                self.give(
+                    lane,
+                    self.deliver(lane, delivery, data)
+                    if refusal is None
+                    else worker.retry(delivery, 0, refusal, now=True),
+                )
+                return
+            # Opened meanwhile; the delivery goes on this lane or another, whichever comes first.
+            lane.opening = self.opener.submit(connection.open)
+            lane.owed.pop(delivery.id, None)
+            self.ahead.appendleft((delivery, data))
             return
         worker.limiter.wait()  # a slot is ready: this takes it without waiting
         skipped = self.suppressed(delivery)
@@ -826,21 +859,36 @@ class Sender:
         return None
 
     def open_lane(self, lane: Lane) -> str | None:
-        """Open the lane's connection; None when it opened, else why not. A lane the relay will
-        not open (down, or taking no more sessions from this client: a 421 greeting) rests,
-        ``FIRST_REST`` and twice as long after each refusal in a row, while the others send."""
+        """Open the lane's connection here and now; None when it opened, else why not (and the
+        lane rests: see ``rest_lane``)."""
         try:
             lane.connection.open()
         except ConnectFailed as error:
-            log.warning(
-                "event=connect_failed %s",
-                _fields(worker=self.worker.name, error=error.message, retry_in=lane.rest),
-            )
-            lane.resting_until = time.monotonic() + lane.rest
-            lane.rest = min(lane.rest * 2, LONGEST_REST)
+            self.rest_lane(lane, error.message)
             return error.message
         lane.rest = FIRST_REST
         return None
+
+    def opened(self, lane: Lane) -> None:
+        """Take the outcome of the lane's opening, done in the opener's thread."""
+        opening, lane.opening = lane.opening, None
+        assert opening is not None
+        error = opening.exception()
+        if error is None:
+            lane.rest = FIRST_REST
+        else:
+            self.rest_lane(lane, error.message if isinstance(error, ConnectFailed) else repr(error))
+
+    def rest_lane(self, lane: Lane, why: str) -> None:
+        """A lane the relay would not open (down, or taking no more sessions from this client:
+        a 421 greeting) rests ``FIRST_REST``, twice as long after each refusal in a row up to
+        ``LONGEST_REST``, while the others send."""
+        log.warning(
+            "event=connect_failed %s",
+            _fields(worker=self.worker.name, error=why, retry_in=lane.rest),
+        )
+        lane.resting_until = time.monotonic() + lane.rest
+        lane.rest = min(lane.rest * 2, LONGEST_REST)
 
     def deliver(
         self,

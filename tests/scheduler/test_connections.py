@@ -213,3 +213,45 @@ def test_connections_the_relay_refuses_hold_up_none_of_those_it_takes(
     assert copies == Counter(reader_address(n) for n in range(readers))
     with database.session() as session:
         assert delivery_counts(session, MESSAGE)[State.SENT] == readers
+
+
+class SlowGreetingSMTP(SMTP):
+    """Greets half a second after each connection, as a distant relay with TLS and a login
+    takes several round trips before the first message."""
+
+    async def _handle_client(self) -> None:
+        await asyncio.sleep(GREETING_DELAY)
+        await super()._handle_client()
+
+
+GREETING_DELAY = 0.5
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_connections_open_at_once_while_the_others_send(
+    database: Database, settings_for: Callable[..., Settings]
+) -> None:
+    readers = 8
+    add_readers(database, readers)
+    enqueue(database, MESSAGE)
+
+    class SlowGreetingController(Controller):
+        def factory(self) -> SMTP:
+            return SlowGreetingSMTP(self.handler, **self.SMTP_kwargs)
+
+    port = free_port()
+    handler = RecordingHandler()
+    controller = SlowGreetingController(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        settings = settings_for(database, f"smtp://127.0.0.1:{port}", send_concurrency=4)
+        started = time.monotonic()
+        run_worker(settings, database, make_render(), stop_event=threading.Event(), options=FAST)
+        took = time.monotonic() - started
+    finally:
+        controller.stop()
+
+    # One after the other, four greetings alone would take 2 s.
+    assert took < 4 * GREETING_DELAY * 0.7
+    copies = Counter(address for mail in handler.received for address in mail.rcpt_tos)
+    assert copies == Counter(reader_address(n) for n in range(readers))
