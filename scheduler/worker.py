@@ -582,8 +582,10 @@ class Sender:
     trip: the delivery whose envelope was taken is *held* until the next one comes (or the queue
     is empty, or the rate limit says wait: then it is sent alone at once). Without PIPELINING
     the same exchange goes one command a reply. The reader's status is re-read just before their
-    envelope is written, one round trip before their message. Opening a connection, and anything
-    that goes wrong on the fast path (a drop), is handled by ``deliver``, one message at a time.
+    envelope is written, one round trip before their message. Connections are opened in helper
+    threads (``opener``) while the others send; one the relay refuses rests a while
+    (``rest_lane``). A connection dropped mid-transaction is reopened, and its message resent, by
+    ``deliver``, one message at a time.
     """
 
     def __init__(self, worker: Worker) -> None:
