@@ -88,7 +88,7 @@ GATHER_PAUSE = 0.01
 # every reply cost a pass over every connection.
 DEADLINE_CHECK = 0.05
 
-# How long a connection the relay would not open rests before the next try (``Sender.open_lane``):
+# How long a connection the relay would not open rests before the next try (``Sender.rest_lane``):
 # the first rest, doubled after each refusal in a row up to the last.
 FIRST_REST = 0.1
 LONGEST_REST = 30.0
@@ -97,6 +97,10 @@ LONGEST_REST = 30.0
 # is done: select() on the other connections cannot see it.
 OPENING_POLL = 0.005
 
+# How many times in a row a delivery's connection may drop before its message went out, each
+# time sent again at once on whichever connection is free; after that it waits for a retry.
+MAX_DROPS = 3
+
 # How much larger each claim after a full one may be than the one before (``Worker.claim``).
 CLAIM_RAMP = 4
 
@@ -104,6 +108,7 @@ CLAIM_RAMP = 4
 # leases it last renewed run out (``Worker.leases_until``), allowing for clocks that differ.
 LEASE_MARGIN = 0.1
 LEASE_RAN_OUT = "not sent: the worker's lease ran out before it could send (it is queued again)"
+STOPPED_FIRST = "not sent: the worker stopped before a connection was open (it is queued again)"
 
 # The renderer: one reader's copy of one message, as the bytes of an RFC 5322 message that
 # carries ``delivery.message_id`` as its Message-ID.
@@ -584,8 +589,8 @@ class Sender:
     the same exchange goes one command a reply. The reader's status is re-read just before their
     envelope is written, one round trip before their message. Connections are opened in helper
     threads (``opener``) while the others send; one the relay refuses rests a while
-    (``rest_lane``). A connection dropped mid-transaction is reopened, and its message resent, by
-    ``deliver``, one message at a time.
+    (``rest_lane``). After a drop, a message that cannot have arrived goes again on the next free
+    connection (``again``); one that may have arrived is queued again, counted uncertain.
     """
 
     def __init__(self, worker: Worker) -> None:
@@ -604,6 +609,7 @@ class Sender:
         self.ahead: deque[tuple[ClaimedDelivery, bytes | Outcome]] = deque()
         self.stopping = False  # the queue said stop: finish what is under way, take nothing
         self.next_deadline_check = 0.0  # monotonic time of the next look for silent servers
+        self.drops: dict[int, int] = {}  # deliveries whose connection dropped: how often in a row
 
     def run(self) -> None:
         try:
@@ -747,7 +753,22 @@ class Sender:
 
     def give(self, lane: Lane, outcome: Outcome) -> None:
         lane.owed.pop(outcome.delivery.id, None)
+        self.drops.pop(outcome.delivery.id, None)
         self.worker.results.put(outcome)
+
+    def again(
+        self, lane: Lane, delivery: ClaimedDelivery, data: bytes, error: ConnectionDropped
+    ) -> None:
+        """Send ``delivery`` again on whichever connection is free first: the connection it was
+        on dropped before its message went out whole, so its reader has nothing. After
+        ``MAX_DROPS`` such drops in a row it waits for a retry, with backoff."""
+        drops = self.drops.get(delivery.id, 0) + 1
+        if drops > MAX_DROPS:
+            self.give(lane, self.worker.retry(delivery, 0, error.message))
+            return
+        self.drops[delivery.id] = drops
+        lane.owed.pop(delivery.id, None)
+        self.ahead.appendleft((delivery, data))
 
     def step(self, lane: Lane, delivery: ClaimedDelivery, data: bytes | Outcome) -> None:
         worker = self.worker
@@ -759,14 +780,8 @@ class Sender:
             return
         connection = lane.connection
         if lane.held is None and not connection.is_open:
-            if worker.closing.is_set():  # stopping: one try, here and now
-                refusal = self.open_lane(lane)
-                self.give(
-                    lane,
-                    self.deliver(lane, delivery, data)
-                    if refusal is None
-                    else worker.retry(delivery, 0, refusal, now=True),
-                )
+            if worker.closing.is_set():  # stopping: no new connection, it waits for the next start
+                self.give(lane, worker.retry(delivery, 0, STOPPED_FIRST, now=True))
                 return
             # Opened meanwhile; the delivery goes on this lane or another, whichever comes first.
             lane.opening = self.opener.submit(connection.open)
@@ -831,26 +846,31 @@ class Sender:
         flight, lane.flight = lane.flight, None
         assert flight is not None
         if flight.held is not None:
-            self.give(lane, self.after_message(lane, flight.held, finished))
+            self.after_message(lane, flight.held, finished)
         if flight.starting is None:
             return
         delivery, data = flight.starting
         if refused is None:
             lane.held = flight.starting
         elif isinstance(refused, ConnectionDropped):
-            self.give(lane, self.deliver(lane, delivery, data, drops=1))
+            self.again(lane, delivery, data, refused)
         else:
             self.give(lane, self.worker.refused(delivery, 0, refused))
 
     def after_message(
         self, lane: Lane, held: tuple[ClaimedDelivery, bytes], error: DeliveryError | None
-    ) -> Outcome:
+    ) -> None:
         delivery, data = held
         if error is None:
-            return Outcome(delivery, State.SENT)
-        if isinstance(error, ConnectionDropped):
-            return self.deliver(lane, delivery, data, uncertain=int(error.outcome_unknown), drops=1)
-        return self.worker.refused(delivery, 0, error)
+            self.give(lane, Outcome(delivery, State.SENT))
+        elif not isinstance(error, ConnectionDropped):
+            self.give(lane, self.worker.refused(delivery, 0, error))
+        elif error.outcome_unknown:
+            # The message went out whole and its answer never came: it may have arrived. Queued
+            # again at once, counted uncertain, resent with the same Message-ID.
+            self.give(lane, self.worker.retry(delivery, 1, error.message, now=True))
+        else:
+            self.again(lane, delivery, data, error)
 
     def suppressed(self, delivery: ClaimedDelivery, uncertain: int = 0) -> Outcome | None:
         """The last word before SMTP: ``skipped`` if the reader is now unsubscribed, bounced,
@@ -858,17 +878,6 @@ class Sender:
         current = self.status(delivery.subscriber_id)
         if current is None or current in SUPPRESSED_STATUSES:
             return Outcome(delivery, State.SKIPPED, uncertain, f"reader {current or 'erased'}")
-        return None
-
-    def open_lane(self, lane: Lane) -> str | None:
-        """Open the lane's connection here and now; None when it opened, else why not (and the
-        lane rests: see ``rest_lane``)."""
-        try:
-            lane.connection.open()
-        except ConnectFailed as error:
-            self.rest_lane(lane, error.message)
-            return error.message
-        lane.rest = FIRST_REST
         return None
 
     def opened(self, lane: Lane) -> None:
@@ -891,41 +900,3 @@ class Sender:
         )
         lane.resting_until = time.monotonic() + lane.rest
         lane.rest = min(lane.rest * 2, LONGEST_REST)
-
-    def deliver(
-        self,
-        lane: Lane,
-        delivery: ClaimedDelivery,
-        data: bytes,
-        *,
-        uncertain: int = 0,
-        drops: int = 0,
-    ) -> Outcome:
-        """One message, one step at a time: (re)connect, wait for a rate slot, re-read the
-        reader's status, send; a dropped connection is reopened and the message sent again.
-        When it cannot be reopened, the lane rests and the delivery is queued again at once."""
-        worker = self.worker
-        connection = lane.connection
-        assert delivery.recipient is not None
-        last_error = "connection dropped"
-        while drops <= 3:
-            if not connection.is_open and (refusal := self.open_lane(lane)) is not None:
-                return worker.retry(delivery, uncertain, refusal, now=True)
-            worker.limiter.wait()
-            if self.lease_ran_out():
-                return worker.retry(delivery, uncertain, LEASE_RAN_OUT, now=True)
-            skipped = self.suppressed(delivery, uncertain)
-            if skipped is not None:
-                return skipped
-            try:
-                connection.send(worker.sender, delivery.recipient.email, data)
-                return Outcome(delivery, State.SENT, uncertain)
-            except ConnectFailed:
-                continue
-            except ConnectionDropped as error:
-                uncertain += int(error.outcome_unknown)
-                drops += 1
-                last_error = error.message
-            except DeliveryError as error:
-                return worker.refused(delivery, uncertain, error)
-        return worker.retry(delivery, uncertain, last_error)
