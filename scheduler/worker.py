@@ -632,7 +632,7 @@ class Sender:
         """Start an exchange on every lane without one: the next delivery, or the held message
         alone when there is no delivery to send with it now."""
         now = time.monotonic()
-        closing = self.worker.closing.is_set()  # then every lane tries once more, rested or not
+        closing = self.worker.closing.is_set()  # then resting lanes too give back what they take
         for lane in self.lanes:
             if lane.opening is not None:
                 if not lane.opening.done():
