@@ -872,12 +872,12 @@ class Sender:
         else:
             self.again(lane, delivery, data, error)
 
-    def suppressed(self, delivery: ClaimedDelivery, uncertain: int = 0) -> Outcome | None:
+    def suppressed(self, delivery: ClaimedDelivery) -> Outcome | None:
         """The last word before SMTP: ``skipped`` if the reader is now unsubscribed, bounced,
         complained or erased, else None."""
         current = self.status(delivery.subscriber_id)
         if current is None or current in SUPPRESSED_STATUSES:
-            return Outcome(delivery, State.SKIPPED, uncertain, f"reader {current or 'erased'}")
+            return Outcome(delivery, State.SKIPPED, error=f"reader {current or 'erased'}")
         return None
 
     def opened(self, lane: Lane) -> None:
