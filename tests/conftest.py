@@ -22,7 +22,7 @@ from urllib.parse import urljoin
 import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from playwright.sync_api import Page, expect
 from sqlalchemy import create_engine, text
 
@@ -125,10 +125,16 @@ class SmtpServer:
 
 
 @contextmanager
-def serving(handler: Any) -> Iterator[SmtpServer]:
-    """An aiosmtpd server with ``handler`` on a free loopback port, until the block ends."""
+def serving(handler: Any, smtp: Callable[..., SMTP] = SMTP) -> Iterator[SmtpServer]:
+    """An aiosmtpd server with ``handler`` on a free loopback port, until the block ends;
+    ``smtp`` makes each session's protocol object (aiosmtpd's own, or one that misbehaves)."""
+
+    class Serving(Controller):
+        def factory(self) -> SMTP:
+            return smtp(self.handler, **self.SMTP_kwargs)
+
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller = Serving(handler, hostname="127.0.0.1", port=port)
     controller.start()
     try:
         yield SmtpServer("127.0.0.1", port, handler)

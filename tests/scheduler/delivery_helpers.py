@@ -76,6 +76,24 @@ def message_id_of(raw: bytes) -> str:
     return str(message_from_bytes(raw)["Message-ID"])
 
 
+@dataclass
+class SlowHandler(RecordingHandler):
+    """Takes ``delay`` seconds over each message and counts how many it is taking at once."""
+
+    delay: float = 0.2
+    taking: int = 0
+    most_at_once: int = 0
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            self.taking += 1
+            self.most_at_once = max(self.most_at_once, self.taking)
+        await asyncio.sleep(self.delay)
+        with self.lock:
+            self.taking -= 1
+        return await super().handle_DATA(server, session, envelope)
+
+
 # ---------------------------------------------------------------- servers that offer PIPELINING
 
 

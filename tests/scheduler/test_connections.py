@@ -14,17 +14,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from newsletter.db import Database
 from newsletter.settings import Settings
 from scheduler.deliveries import State, delivery_counts, enqueue
 from scheduler.worker import run_worker
-from tests.conftest import RecordingHandler, SmtpServer, free_port, serving
+from tests.conftest import RecordingHandler, SmtpServer, serving
 from tests.scheduler.delivery_helpers import (
     FAST,
     Pipelining,
+    SlowHandler,
     add_readers,
     make_render,
     message_id_of,
@@ -32,24 +32,6 @@ from tests.scheduler.delivery_helpers import (
 )
 
 MESSAGE = "campaign:lanes"
-
-
-@dataclass
-class SlowHandler(RecordingHandler):
-    """Takes ``delay`` seconds over each message and counts how many it is taking at once."""
-
-    delay: float = 0.2
-    taking: int = 0
-    most_at_once: int = 0
-
-    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
-        with self.lock:
-            self.taking += 1
-            self.most_at_once = max(self.most_at_once, self.taking)
-        await asyncio.sleep(self.delay)
-        with self.lock:
-            self.taking -= 1
-        return await super().handle_DATA(server, session, envelope)
 
 
 @dataclass
@@ -168,20 +150,13 @@ class LimitedSMTP(SMTP):
 def relay_taking(most: int) -> Iterator[tuple[SmtpServer, SessionLimit]]:
     limit = SessionLimit(most)
 
-    class LimitedController(Controller):
-        def factory(self) -> SMTP:
-            server = LimitedSMTP(self.handler, **self.SMTP_kwargs)
-            server.limit = limit
-            return server
+    def limited(handler: Any, **options: Any) -> SMTP:
+        session = LimitedSMTP(handler, **options)
+        session.limit = limit
+        return session
 
-    port = free_port()
-    handler = RecordingHandler()
-    controller = LimitedController(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield SmtpServer("127.0.0.1", port, handler), limit
-    finally:
-        controller.stop()
+    with serving(RecordingHandler(), limited) as server:
+        yield server, limit
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -235,23 +210,13 @@ def test_connections_open_at_once_while_the_others_send(
     add_readers(database, readers)
     enqueue(database, MESSAGE)
 
-    class SlowGreetingController(Controller):
-        def factory(self) -> SMTP:
-            return SlowGreetingSMTP(self.handler, **self.SMTP_kwargs)
-
-    port = free_port()
-    handler = RecordingHandler()
-    controller = SlowGreetingController(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        settings = settings_for(database, f"smtp://127.0.0.1:{port}", send_concurrency=4)
+    with serving(RecordingHandler(), SlowGreetingSMTP) as server:
+        settings = settings_for(database, server.url, send_concurrency=4)
         started = time.monotonic()
         run_worker(settings, database, make_render(), stop_event=threading.Event(), options=FAST)
         took = time.monotonic() - started
-    finally:
-        controller.stop()
 
     # One after the other, four greetings alone would take 2 s.
     assert took < 4 * GREETING_DELAY * 0.7
-    copies = Counter(address for mail in handler.received for address in mail.rcpt_tos)
+    copies = Counter(address for mail in server.messages for address in mail.rcpt_tos)
     assert copies == Counter(reader_address(n) for n in range(readers))

@@ -5,44 +5,38 @@ renewed its leases again, and then every reader still gets one copy."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
-from typing import Any
-
-from aiosmtpd.smtp import Envelope, Session
 
 from newsletter.db import Database
 from newsletter.settings import Settings
 from scheduler.deliveries import delivery_counts, enqueue
 from scheduler.worker import run_worker
-from tests.conftest import RecordingHandler, SmtpServer, serving
-from tests.scheduler.delivery_helpers import FAST, add_readers, make_render, reader_address
+from tests.conftest import SmtpServer, serving
+from tests.scheduler.delivery_helpers import (
+    FAST,
+    SlowHandler,
+    add_readers,
+    make_render,
+    reader_address,
+)
 
 MESSAGE = "campaign:leases"
 READERS = 100
 LEASE = 1.0
 
 
-@dataclass
-class SlowHandler(RecordingHandler):
-    """Takes each message after 50 ms: the worker claims faster than it can send, so it holds
-    many rows under its leases while it sends."""
-
-    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
-        await asyncio.sleep(0.05)
-        return await super().handle_DATA(server, session, envelope)
-
-
 def test_a_worker_whose_leases_ran_out_sends_nothing_until_it_has_renewed_them(
     sqlite_database: Database, settings_for: Callable[..., Settings]
 ) -> None:
-    with serving(SlowHandler()) as smtp_server:
+    # Each message taken after 50 ms: the worker claims faster than it sends, so it holds
+    # many rows under its leases while it sends.
+    with serving(SlowHandler(delay=0.05)) as smtp_server:
         send_through_a_stall(sqlite_database, smtp_server, settings_for)
 
 
